@@ -1,0 +1,38 @@
+# One-command set-up: `make test` and `make demo` create .venv from the project's own files if needed.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.afnext-installed
+
+.PHONY: test test-fast test-slow demo lint format clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(PY) -m pytest -m "not slow and not gpu" -q
+	$(PY) -m pytest -m "slow and not gpu" -q
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -m "not slow and not gpu" -q
+
+test-slow: $(STAMP)
+	$(PY) -m pytest -m "slow and not gpu" -q
+
+demo: $(STAMP)
+	$(VENV)/bin/afnext demo
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(STAMP)
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info

@@ -1,0 +1,3 @@
+"""afnext.audio."""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""afnext.connectors."""
+
+__all__: list[str] = []

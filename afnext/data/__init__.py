@@ -1,0 +1,3 @@
+"""afnext.data."""
+
+__all__: list[str] = []

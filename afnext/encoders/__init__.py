@@ -1,0 +1,3 @@
+"""afnext.encoders."""
+
+__all__: list[str] = []

@@ -1,0 +1,61 @@
+"""The one exception family afnext raises on purpose.
+
+Every message names what is at fault (a file, a manifest line, a config key, a tensor argument) and says
+what to do about it. Catch :class:`AfnextError` to handle all of them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+__all__ = [
+    "AfnextError",
+    "AudioError",
+    "CheckpointError",
+    "ConfigError",
+    "DataError",
+    "FormatError",
+    "InputError",
+    "PluginError",
+]
+
+
+class AfnextError(Exception):
+    """Base class of every error afnext raises on purpose."""
+
+
+class ConfigError(AfnextError, ValueError):
+    """A configuration key is missing, has a bad value, or two keys disagree."""
+
+
+class AudioError(AfnextError, ValueError):
+    """Audio could not be decoded, is empty, holds non-finite samples, or is too long.
+
+    Args:
+        message: What is wrong and what to do.
+        source: The file (or a short description of in-memory bytes) the audio came from.
+    """
+
+    def __init__(self, message: str, source: str | Path | None = None) -> None:
+        self.source = None if source is None else str(source)
+        super().__init__(f"{self.source}: {message}" if self.source else message)
+
+
+class InputError(AfnextError, ValueError):
+    """Model inputs disagree with each other (for example audio given without a ``<sound>`` slot)."""
+
+
+class CheckpointError(AfnextError, RuntimeError):
+    """A checkpoint folder is missing files, or its weights do not match the model they are loaded into."""
+
+
+class DataError(AfnextError, ValueError):
+    """A manifest or dataset sample is malformed; the message names the file and line."""
+
+
+class FormatError(AfnextError, ValueError):
+    """Text in a structured format (TACoT, timelines, subtitles, RTTM, ...) could not be parsed."""
+
+
+class PluginError(AfnextError, ImportError):
+    """A third-party plugin declared through the ``afnext.plugins`` entry point failed to load."""

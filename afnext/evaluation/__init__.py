@@ -1,0 +1,3 @@
+"""afnext.evaluation."""
+
+__all__: list[str] = []

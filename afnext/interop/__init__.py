@@ -1,0 +1,3 @@
+"""afnext.interop."""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""afnext.llms."""
+
+__all__: list[str] = []

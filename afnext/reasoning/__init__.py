@@ -1,0 +1,3 @@
+"""afnext.reasoning."""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""afnext.training."""
+
+__all__: list[str] = []
