@@ -60,7 +60,7 @@ def rote_angles(
     Returns:
         ``(W, T, 2 * axis_dim)`` float32 angles (window axis first, then in-window axis).
     """
-    n_windows, seq_len = timestamps.shape
+    seq_len = timestamps.shape[1]
     inv_freq = rote_inv_freq(axis_dim, theta, device=timestamps.device)  # (axis_dim/2,)
     window_start = timestamps[:, 0].to(torch.float32)
     window_pos = torch.round(window_start / window_duration) / max_positions  # (W,)
