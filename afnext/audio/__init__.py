@@ -7,7 +7,7 @@ equal to what ``WhisperFeatureExtractor`` gives the AF3 processor; ``token_times
 """
 
 from afnext.audio.features import N_FFT, log_mel_spectrogram, whisper_features
-from afnext.audio.io import AudioSource, describe_source, load_audio
+from afnext.audio.io import AudioSource, check_waveform, describe_source, load_audio
 from afnext.audio.mel import mel_filter_bank
 from afnext.audio.resample import resample
 from afnext.audio.timing import token_timestamps, whisper_token_lengths
@@ -35,6 +35,7 @@ __all__ = [
     "AudioWindows",
     "check_duration",
     "check_mono",
+    "check_waveform",
     "describe_source",
     "load_audio",
     "log_mel_spectrogram",

@@ -18,10 +18,16 @@ import numpy as np
 import torch
 
 from afnext.audio.resample import resample
-from afnext.audio.windows import HOP_LENGTH, MAX_SECONDS, SAMPLING_RATE, check_duration
+from afnext.audio.windows import (
+    HOP_LENGTH,
+    MAX_SECONDS,
+    SAMPLING_RATE,
+    check_duration,
+    check_mono,
+)
 from afnext.errors import AudioError
 
-__all__ = ["AudioSource", "describe_source", "load_audio"]
+__all__ = ["AudioSource", "check_waveform", "describe_source", "load_audio"]
 
 AudioSource = str | os.PathLike | bytes | bytearray | memoryview | BinaryIO
 """What :func:`load_audio` accepts: a path, the encoded file's bytes, or a binary file object."""
@@ -159,5 +165,49 @@ def load_audio(
             f"than one 10 ms feature hop ({min_samples} samples at {sampling_rate} Hz), too short "
             "to yield a single feature frame. Use a longer clip or drop it from the manifest.",
             source=where,
+        )
+    return wave
+
+
+def check_waveform(
+    wave: torch.Tensor,
+    sampling_rate: int = SAMPLING_RATE,
+    *,
+    max_seconds: float | None = MAX_SECONDS,
+    source: str = "<waveform>",
+) -> torch.Tensor:
+    """Check an in-memory waveform the way :func:`load_audio` checks a file.
+
+    Args:
+        wave: ``(S,)`` mono waveform at ``sampling_rate``.
+        sampling_rate: Its sample rate in Hz.
+        max_seconds: Longest audio accepted; ``None`` means no limit.
+        source: What the waveform came from, for messages.
+
+    Returns:
+        ``wave`` as float32.
+
+    Raises:
+        AudioError: Not 1-D, empty, shorter than one 10 ms hop, NaN / infinite samples, or too long.
+    """
+    check_mono(wave)
+    wave = wave.to(torch.float32)
+    if wave.shape[0] == 0:
+        raise AudioError("the waveform holds no samples.", source=source)
+    if not torch.isfinite(wave).all():
+        bad = ~torch.isfinite(wave)
+        first = int(bad.nonzero()[0, 0])
+        raise AudioError(
+            f"{int(bad.sum())} of {wave.shape[0]} samples are NaN or infinite (first at "
+            f"{first / sampling_rate:.3f} s); clean the array before passing it.",
+            source=source,
+        )
+    check_duration(wave.shape[0], sampling_rate, max_seconds, source=source)
+    min_samples = math.ceil(_HOP_SECONDS * sampling_rate)
+    if wave.shape[0] < min_samples:
+        raise AudioError(
+            f"audio is {wave.shape[0]} samples at {sampling_rate} Hz, shorter than one 10 ms "
+            f"feature hop ({min_samples} samples); use a longer clip.",
+            source=source,
         )
     return wave
