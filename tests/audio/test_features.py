@@ -1,0 +1,154 @@
+"""Feature parity with transformers' WhisperFeatureExtractor on the AF3 processor's path."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import soundfile
+import torch
+
+from afnext.audio import (
+    AudioWindows,
+    load_audio,
+    log_mel_spectrogram,
+    resample,
+    split_windows,
+    whisper_features,
+)
+from afnext.errors import AudioError
+
+SR = 16000
+ATOL = 1e-4
+# Shorter than one window, exactly one window, several windows with a partial tail.
+LENGTHS = [7.3, 30.0, pytest.param(65.5, marks=pytest.mark.slow)]
+
+
+def assert_matches_reference(wave: np.ndarray, features, mask, af3_reference) -> None:
+    ref = af3_reference(wave)
+    ref_features, ref_mask = ref["input_features"], ref["input_features_mask"].bool()
+    assert features.shape == ref_features.shape
+    assert features.dtype == torch.float32
+    assert mask.dtype == torch.bool
+    for w in range(features.shape[0]):  # per window, so a failure names the window
+        diff = (features[w] - ref_features[w]).abs().max().item()
+        assert diff < ATOL, f"window {w}: max abs diff {diff:.2e}"
+    assert torch.equal(mask, ref_mask)
+
+
+@pytest.mark.parametrize("seconds", LENGTHS)
+@pytest.mark.parametrize("signal", ["chirp", "harmonic", "noise"])
+def test_matches_whisper_extractor_on_synthetic_signals(signal, seconds, signals, af3_reference):
+    wave = getattr(signals, signal)(seconds)
+    features, mask = whisper_features(torch.from_numpy(wave))
+    assert_matches_reference(wave, features, mask, af3_reference)
+
+
+@pytest.mark.parametrize("seconds", LENGTHS)
+def test_matches_whisper_extractor_on_speech(speech_16k, seconds, signals, af3_reference):
+    wave = signals.tile_to(speech_16k, seconds)
+    features, mask = whisper_features(torch.from_numpy(wave))
+    assert_matches_reference(wave, features, mask, af3_reference)
+    # Speech has quiet gaps and loud vowels: the 80 dB floor must be active somewhere.
+    assert (features == features.amin()).any() and features.std() > 0.1
+
+
+@pytest.mark.parametrize(
+    "rate", [8000, 44100, *(pytest.param(r, marks=pytest.mark.slow) for r in (22050, 48000))]
+)
+def test_other_sample_rates_resample_like_the_reference(rate, signals, af3_reference):
+    wave = signals.harmonic(12.25, sr=rate) + signals.noise(12.25, sr=rate, seed=rate) * 0.1
+    features, mask = whisper_features(torch.from_numpy(wave), sampling_rate=rate)
+    reference_input = resample(torch.from_numpy(wave), rate, SR).numpy()
+    assert_matches_reference(reference_input, features, mask, af3_reference)
+    assert mask[0].sum().item() == -(-reference_input.shape[0] // 160)
+
+
+@pytest.mark.parametrize(
+    ("channels", "rate"),
+    [
+        (2, 44100),
+        pytest.param(1, 16000, marks=pytest.mark.slow),
+        pytest.param(6, 48000, marks=pytest.mark.slow),
+    ],
+)
+def test_files_with_many_channels_match_after_downmix(
+    channels, rate, signals, write_audio, af3_reference
+):
+    rng = np.random.default_rng(channels)
+    seconds = 31.5  # two windows, so the downmix must reach the second one too
+    tone_per_channel = [
+        signals.harmonic(seconds, sr=rate, f0=110.0 * (c + 1)) for c in range(channels)
+    ]
+    data = np.stack(tone_per_channel, axis=1)  # (frames, channels)
+    data += 0.01 * rng.standard_normal(data.shape).astype(np.float32)
+    path = write_audio(f"{channels}ch.wav", data, rate, subtype="FLOAT")
+
+    features, mask = whisper_features(load_audio(path))
+
+    # The reference downmixes in numpy and resamples on its own.
+    raw, raw_rate = soundfile.read(path, dtype="float32", always_2d=True)
+    mono = torch.from_numpy(raw.mean(axis=1))
+    reference_input = resample(mono, raw_rate, SR).numpy()
+    assert features.shape[0] == 2
+    assert_matches_reference(reference_input, features, mask, af3_reference)
+
+
+def test_features_follow_the_signal():
+    # A pure 1 kHz tone: its mel band must be the loudest one in every real frame.
+    from afnext.audio import mel_filter_bank
+
+    t = torch.arange(SR * 2) / SR
+    features, mask = whisper_features(0.5 * torch.sin(2 * torch.pi * 1000.0 * t))
+    bank = mel_filter_bank(128)  # (128, 201)
+    band_1khz = int(bank[:, 1000 * 400 // SR].argmax())  # FFT bin 25 is exactly 1 kHz
+    loudest = features[0, :, : int(mask[0].sum())].argmax(dim=0)  # (T_real,)
+    # Reflect padding at the start makes the first two frames differ slightly; skip them.
+    assert (loudest[2:-2] == band_1khz).all()
+    # The padded tail is silence: clamped at the window floor.
+    assert torch.allclose(features[0, :, 250:], features[0].amin())
+
+
+def test_batched_windows_are_normalised_independently(signals):
+    loud = torch.from_numpy(signals.harmonic(30.0)) * 2.0
+    quiet = torch.from_numpy(signals.harmonic(30.0)) * 1e-3
+    both = log_mel_spectrogram(torch.stack([loud, quiet]))  # (2, 128, 3000)
+    alone = log_mel_spectrogram(quiet[None])
+    # Same shape of the spectrum, so the per-window normalised features agree in both batches.
+    assert torch.allclose(both[1], alone[0], atol=1e-5)
+    assert both[0].amax() > both[1].amax()  # loud window peaks higher, (log10 peak + 4) / 4
+
+
+def test_window_seconds_and_n_mels_are_honoured(signals):
+    wave = torch.from_numpy(signals.chirp(25.0))
+    features, mask = whisper_features(wave, n_mels=80, window_seconds=10.0)
+    assert features.shape == (3, 80, 1000)
+    assert mask.sum(-1).tolist() == [1000, 1000, 500]
+
+
+def test_float64_input_is_computed_in_float32(signals):
+    wave = torch.from_numpy(signals.noise(3.0)).double()
+    features, _ = whisper_features(wave)
+    reference, _ = whisper_features(wave.float())
+    assert features.dtype == torch.float32
+    assert torch.equal(features, reference)
+
+
+def test_rejects_multichannel_empty_and_too_long_waveforms():
+    with pytest.raises(AudioError, match=r"1-D mono waveform, got shape \(2, 1600\)"):
+        whisper_features(torch.zeros(2, 1600))
+    with pytest.raises(AudioError, match="empty"):
+        whisper_features(torch.zeros(0))
+    with pytest.raises(AudioError, match=r"over the limit of 60 s.*max_seconds"):
+        whisper_features(torch.zeros(SR * 60 + 1), max_seconds=60)
+    # The length check runs on the input rate, before resampling.
+    with pytest.raises(AudioError, match=r"61.00 s long \(2928000 samples at 48000 Hz\)"):
+        whisper_features(torch.zeros(48000 * 61), sampling_rate=48000, max_seconds=60)
+
+
+def test_split_windows_feeds_the_same_features(signals):
+    wave = torch.from_numpy(signals.noise(40.0))
+    windows = split_windows(wave)
+    assert isinstance(windows, AudioWindows)
+    features, mask = whisper_features(wave)
+    assert torch.equal(log_mel_spectrogram(windows.samples), features)
+    assert torch.equal(windows.frame_mask(), mask)
