@@ -1,0 +1,101 @@
+"""Rotary time embedding (RoTE) on encoder outputs, as the AF-Next / Music Flamingo checkpoints use it.
+
+Applied after the encoder's pooling and before the projector (not inside LLM attention). Token ``n`` of
+window ``w`` of an audio sits at ``tau = w * window + n / frame_rate`` seconds (``30 w + 0.04 n`` for
+AF-Whisper); the formula itself lives in :mod:`afnext_kernels.rote` (reference = transformers'
+``MusicFlamingoRotaryEmbedding``), and the fused kernel computes the same thing on GPU.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+__all__ = ["RotaryTimeEmbedding"]
+
+
+class RotaryTimeEmbedding(nn.Module):
+    """Rotate the first ``2 * int(dim * partial_rotary_factor)`` channels by time-dependent angles.
+
+    Args:
+        dim: Encoder width (from the encoder's ``out_dim``).
+        frame_rate: Encoder tokens per second (from the encoder).
+        theta: Rotary base (1200 in AF-Next).
+        partial_rotary_factor: Share of ``dim`` rotated per axis (0.2: 256 of 1280 per axis, window axis
+            and in-window axis, 512 channels in all).
+        max_positions: Normalisation of the position tables (equals ``theta`` in the checkpoints).
+        impl: Kernel choice passed to the dispatch (``auto``, ``triton``, ``reference``).
+    """
+
+    needs_timestamps = True
+
+    def __init__(
+        self,
+        dim: int,
+        frame_rate: float,
+        theta: float = 1200.0,
+        partial_rotary_factor: float = 0.2,
+        max_positions: int | None = None,
+        impl: str = "auto",
+    ) -> None:
+        super().__init__()
+        self.dim, self.frame_rate = dim, frame_rate
+        self.theta, self.partial_rotary_factor = theta, partial_rotary_factor
+        self.max_positions = int(theta) if max_positions is None else max_positions
+        self.axis_dim = int(dim * partial_rotary_factor)
+        self.impl = impl
+        if self.axis_dim % 2 or 2 * self.axis_dim > dim:
+            raise ValueError(
+                f"time_embedding: dim={dim} x partial_rotary_factor={partial_rotary_factor} gives "
+                f"{self.axis_dim} channels per axis; it must be even and 2x it must fit in dim"
+            )
+
+    def arch_kwargs(self) -> dict[str, Any]:
+        """Constructor arguments that rebuild this module."""
+        return {
+            "dim": self.dim,
+            "frame_rate": self.frame_rate,
+            "theta": self.theta,
+            "partial_rotary_factor": self.partial_rotary_factor,
+            "max_positions": self.max_positions,
+            "impl": self.impl,
+        }
+
+    def token_timestamps(self, window_index: torch.Tensor, tokens: int) -> torch.Tensor:
+        """Seconds of each token, float32, in the checkpoints' operation order.
+
+        Args:
+            window_index: ``(W,)`` index of each window within its audio.
+            tokens: Tokens per (padded) window, ``T``.
+
+        Returns:
+            ``(W, T)`` float32: ``(w * T) * step + n * step`` with ``step = 1 / frame_rate``.
+        """
+        step = 1.0 / self.frame_rate
+        offsets = torch.arange(tokens, device=window_index.device, dtype=torch.float32) * step
+        return window_index.to(torch.long).unsqueeze(1) * tokens * step + offsets
+
+    def forward(self, hidden: torch.Tensor, window_index: torch.Tensor) -> torch.Tensor:
+        """Apply RoTE.
+
+        Args:
+            hidden: ``(W, T, dim)`` encoder outputs.
+            window_index: ``(W,)`` index of each window within its own audio (0 for its first window).
+
+        Returns:
+            ``(W, T, dim)``, same dtype.
+        """
+        from afnext_kernels.rote import rote_reference
+
+        tokens = hidden.shape[1]
+        timestamps = self.token_timestamps(window_index.to(hidden.device), tokens)
+        return rote_reference(
+            hidden,
+            timestamps,
+            window_duration=tokens / self.frame_rate,
+            axis_dim=self.axis_dim,
+            theta=self.theta,
+            max_positions=self.max_positions,
+        )

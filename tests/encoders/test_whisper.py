@@ -1,0 +1,70 @@
+"""AF-Whisper: shapes, true token counts, and loading from Whisper / AF3 / AF-Next folders."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from afnext.encoders.whisper import AFWhisperEncoder
+from afnext.errors import CheckpointError
+
+
+def _tiny(**kw) -> AFWhisperEncoder:
+    return AFWhisperEncoder(d_model=32, num_layers=1, num_heads=2, ffn_dim=64, **kw).eval()
+
+
+def test_window_yields_750_tokens_at_25_hz():
+    enc = _tiny()
+    assert enc.out_dim == 32 and enc.frame_rate == 25.0 and enc.tokens_per_window == 750
+    assert enc.output_lengths(torch.tensor([3000, 1234, 1, 4])).tolist() == [750, 308, 0, 1]  # transformers AF3: (n-1)//2+1 then (c-2)//2+1
+
+
+def test_forward_shapes_and_padded_tail_mask():
+    enc = _tiny()
+    feats = torch.randn(2, 128, 3000)
+    mask = torch.ones(2, 3000, dtype=torch.bool)
+    mask[1, 1000:] = False
+    with torch.no_grad():
+        hidden, out_mask = enc(feats, mask)
+    assert hidden.shape == (2, 750, 32)
+    assert out_mask.sum(-1).tolist() == [750, 250]
+
+
+def test_matches_transformers_audio_tower(tmp_path):
+    from transformers import AudioFlamingo3EncoderConfig
+    from transformers.models.audioflamingo3.modeling_audioflamingo3 import AudioFlamingo3Encoder
+
+    torch.manual_seed(0)
+    ref = AudioFlamingo3Encoder(
+        AudioFlamingo3EncoderConfig(
+            hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64
+        )
+    ).eval()
+    ref.save_pretrained(tmp_path)
+    enc = AFWhisperEncoder.from_pretrained(tmp_path).eval()
+    feats = torch.randn(2, 128, 3000)
+    mask = torch.ones(2, 3000, dtype=torch.long)
+    mask[1, 2000:] = 0
+    with torch.no_grad():
+        expected = ref(feats, input_features_mask=mask).last_hidden_state
+        got, _ = enc(feats, mask)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
+
+
+def test_loads_whisper_checkpoint_weights(tiny_checkpoints):
+    from transformers import WhisperModel
+
+    folder = tiny_checkpoints["whisper_large_v3_pretrained"]
+    whisper = WhisperModel.from_pretrained(folder)
+    enc = AFWhisperEncoder.from_pretrained(folder)
+    assert enc.out_dim == whisper.config.d_model
+    for name, value in whisper.encoder.state_dict().items():
+        torch.testing.assert_close(enc.tower.state_dict()[name], value, atol=0, rtol=0)
+
+
+def test_not_a_checkpoint_is_a_clear_error(tmp_path):
+    with pytest.raises(CheckpointError, match=r"config\.json"):
+        AFWhisperEncoder.from_pretrained(tmp_path)
+    (tmp_path / "config.json").write_text('{"model_type": "bert"}')
+    with pytest.raises(CheckpointError, match="bert"):
+        AFWhisperEncoder.from_pretrained(tmp_path)
