@@ -1,0 +1,180 @@
+"""Any transformers ``AutoModelForCausalLM`` (Qwen2 / Qwen2.5 / Qwen3 / Llama, ...) as afnext's LLM.
+
+Built from a local checkpoint folder or from a config dict (random init, for tiny models and ``meta``
+builds); adds the audio and ChatML tokens to the tokenizer when missing and resizes the embeddings; LoRA
+through peft; the attention implementation is transformers' own switch (``sdpa``, ``eager``,
+``flex_attention``, or ``afnext_varlen`` once afnext's kernels are registered).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from afnext.errors import CheckpointError, ConfigError
+from afnext.llms.tokenizer import (
+    AUDIO_BOS_TOKEN,
+    AUDIO_EOS_TOKEN,
+    AUDIO_TOKEN,
+    ENDOFTEXT,
+    IM_END,
+    TINY_TOKENIZER_DIR,
+    ensure_audio_tokens,
+)
+
+__all__ = ["HFCausalLM"]
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def _dtype(name: str | torch.dtype | None) -> torch.dtype | None:
+    if name is None or isinstance(name, torch.dtype):
+        return name
+    if name not in _DTYPES:
+        raise ConfigError(f"llm.dtype={name!r}; use one of {sorted(_DTYPES)}")
+    return _DTYPES[name]
+
+
+class HFCausalLM(nn.Module):
+    """A transformers causal LM plus its tokenizer.
+
+    Args:
+        path: Local checkpoint folder (``config.json`` + safetensors + tokenizer files).
+        config: transformers config keys including ``model_type`` for a randomly initialised model
+            (used when ``path`` is None).
+        tokenizer: Tokenizer folder; default: ``path``, or afnext's bundled tiny tokenizer for ``config``.
+        attn_implementation: ``sdpa``, ``eager``, ``flex_attention``, ``afnext_varlen``, ...
+        dtype: ``float32``, ``bfloat16`` or ``float16`` (default: the checkpoint's, float32 for configs).
+        lora: peft ``LoraConfig`` keys (``r``, ``lora_alpha``, ``target_modules``, ...) to add adapters.
+        gradient_checkpointing: Enable transformers' activation checkpointing.
+        trust_remote_code: Allow code shipped with a checkpoint to run (off unless asked).
+    """
+
+    def __init__(
+        self,
+        path: str | None = None,
+        config: dict[str, Any] | None = None,
+        tokenizer: str | None = None,
+        attn_implementation: str = "sdpa",
+        dtype: str | torch.dtype | None = None,
+        lora: dict[str, Any] | None = None,
+        gradient_checkpointing: bool = False,
+        trust_remote_code: bool = False,
+    ) -> None:
+        super().__init__()
+        from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+        if (path is None) == (config is None):
+            raise ConfigError("llm: give exactly one of llm.path (a checkpoint folder) or llm.config")
+        torch_dtype = _dtype(dtype)
+        if path is not None:
+            if not Path(path, "config.json").is_file():
+                raise CheckpointError(
+                    f"llm.path={path}: not a transformers checkpoint folder (no config.json); "
+                    "download the model first, afnext never fetches weights itself"
+                )
+            self.model = AutoModelForCausalLM.from_pretrained(
+                path,
+                attn_implementation=attn_implementation,
+                dtype=torch_dtype,
+                trust_remote_code=trust_remote_code,
+            )
+        else:
+            cfg_kwargs = dict(config)
+            if "model_type" not in cfg_kwargs:
+                raise ConfigError("llm.config needs a model_type (qwen2, qwen3, llama, ...)")
+            cfg = AutoConfig.for_model(cfg_kwargs.pop("model_type"), **cfg_kwargs)
+            self.model = AutoModelForCausalLM.from_config(
+                cfg, attn_implementation=attn_implementation, dtype=torch_dtype
+            )
+        tok_path = tokenizer or path or str(TINY_TOKENIZER_DIR)
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(tok_path, trust_remote_code=trust_remote_code)
+        except (OSError, ValueError) as exc:
+            raise CheckpointError(f"llm.tokenizer={tok_path}: cannot load a tokenizer ({exc})") from exc
+        self.path, self.tokenizer_path = path, tokenizer
+        ensure_audio_tokens(self.tokenizer)
+        if len(self.tokenizer) > self.model.get_input_embeddings().num_embeddings:
+            # New special tokens: grow the embeddings (mean-initialised rows, transformers' default).
+            self.model.resize_token_embeddings(len(self.tokenizer))
+        self.lora_config = dict(lora) if lora else None
+        if self.lora_config:
+            self._add_lora(self.lora_config)
+        if gradient_checkpointing:
+            self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        self.attn_implementation = attn_implementation
+
+    def _add_lora(self, lora: dict[str, Any]) -> None:
+        from peft import LoraConfig, get_peft_model
+
+        cfg = {"task_type": "CAUSAL_LM", **lora}
+        if "target_modules" in cfg and not isinstance(cfg["target_modules"], str):
+            cfg["target_modules"] = list(cfg["target_modules"])
+        self.model = get_peft_model(self.model, LoraConfig(**cfg))
+
+    @property
+    def has_lora(self) -> bool:
+        """Whether LoRA adapters are attached."""
+        return self.lora_config is not None
+
+    @property
+    def base(self) -> Any:
+        """The transformers ``*ForCausalLM`` (under the peft wrapper when LoRA is on)."""
+        return self.model.get_base_model() if self.has_lora else self.model
+
+    @property
+    def config(self) -> Any:
+        """The transformers config of the LLM."""
+        return self.base.config
+
+    @property
+    def hidden_size(self) -> int:
+        """Width of the token embeddings (the connector's ``out_dim``)."""
+        return int(self.base.get_input_embeddings().embedding_dim)
+
+    def token_id(self, token: str) -> int:
+        """Id of a token that must exist in the vocabulary."""
+        tid = self.tokenizer.convert_tokens_to_ids(token)
+        if tid is None or tid == self.tokenizer.unk_token_id:
+            raise ConfigError(f"token {token!r} is not in the tokenizer {self.tokenizer.name_or_path}")
+        return int(tid)
+
+    @property
+    def special_ids(self) -> dict[str, int]:
+        """Ids of the audio tokens and the turn terminator."""
+        return {
+            "audio": self.token_id(AUDIO_TOKEN),
+            "audio_bos": self.token_id(AUDIO_BOS_TOKEN),
+            "audio_eos": self.token_id(AUDIO_EOS_TOKEN),
+            "im_end": self.token_id(IM_END),
+        }
+
+    def stop_token_ids(self) -> list[int]:
+        """Tokens that end generation: ``<|im_end|>`` and the tokenizer's end-of-text."""
+        ids = [self.token_id(IM_END)]
+        for tok in (ENDOFTEXT, self.tokenizer.eos_token):
+            if tok and tok in self.tokenizer.get_vocab():
+                ids.append(self.token_id(tok))
+        return sorted(set(ids))
+
+    def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Token embeddings ``(B, L) -> (B, L, hidden)``."""
+        return self.base.get_input_embeddings()(input_ids)
+
+    def arch_kwargs(self) -> dict[str, Any]:
+        """Constructor arguments that rebuild this architecture with random weights."""
+        cfg = self.config.to_dict()
+        keep = {k: v for k, v in cfg.items() if k not in ("transformers_version", "architectures")}
+        keep["vocab_size"] = self.base.get_input_embeddings().num_embeddings
+        return {
+            "config": keep,
+            "attn_implementation": self.attn_implementation,
+            "lora": self.lora_config,
+        }
+
+    def forward(self, **kwargs: Any) -> Any:
+        """Call the transformers model (``inputs_embeds``, ``attention_mask``, ``labels``, cache, ...)."""
+        return self.model(**kwargs)

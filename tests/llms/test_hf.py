@@ -1,0 +1,80 @@
+"""HFCausalLM: any transformers causal LM by config or folder, audio tokens, chat template, LoRA."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from afnext.errors import CheckpointError, ConfigError
+from afnext.llms.hf import HFCausalLM
+from afnext.llms.tokenizer import CHATML_TEMPLATE, TINY_TOKENIZER_DIR
+
+TINY = {
+    "vocab_size": 1024,
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_hidden_layers": 1,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+}
+
+
+@pytest.mark.parametrize("model_type", ["qwen2", "qwen3", "llama"])
+def test_builds_from_config_with_audio_tokens(model_type):
+    llm = HFCausalLM(config={"model_type": model_type, **TINY})
+    ids = llm.special_ids
+    assert len(set(ids.values())) == 4
+    assert llm.hidden_size == 32
+    out = llm(inputs_embeds=llm.embed(torch.tensor([[1, 7, 9]])))
+    assert out.logits.shape == (1, 3, 1024)
+
+
+def test_adds_missing_tokens_and_resizes(tmp_path):
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+
+    raw = Tokenizer(models.WordLevel({"[UNK]": 0, "hello": 1, "world": 2}, unk_token="[UNK]"))
+    raw.pre_tokenizer = pre_tokenizers.Whitespace()
+    PreTrainedTokenizerFast(tokenizer_object=raw, unk_token="[UNK]").save_pretrained(tmp_path)
+    Qwen2ForCausalLM(Qwen2Config(**{**TINY, "vocab_size": 3})).save_pretrained(tmp_path)
+    llm = HFCausalLM(path=str(tmp_path))
+    assert llm.base.get_input_embeddings().num_embeddings == len(llm.tokenizer) == 3 + 5
+    assert llm.tokenizer.chat_template == CHATML_TEMPLATE
+    assert llm.tokenizer.convert_tokens_to_ids("<sound>") >= 3
+
+
+def test_chat_template_renders_af3_prompt():
+    llm = HFCausalLM(config={"model_type": "qwen2", **TINY})
+    conv = [{"role": "user", "content": [{"type": "text", "text": "Why?"}, {"type": "audio", "path": "a.wav"}]}]
+    text = llm.tokenizer.apply_chat_template(conv, tokenize=False, add_generation_prompt=True)
+    assert text == (
+        "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
+        "<|im_start|>user\n<sound>Why?<|im_end|>\n<|im_start|>assistant\n"
+    )
+
+
+def test_lora_adapters_are_separate_parameters():
+    llm = HFCausalLM(
+        config={"model_type": "qwen2", **TINY}, lora={"r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj"]}
+    )
+    names = [n for n, _ in llm.named_parameters()]
+    assert any("lora_A" in n for n in names)
+    assert llm.has_lora and llm.base.__class__.__name__ == "Qwen2ForCausalLM"
+
+
+def test_bad_arguments_name_the_key(tmp_path):
+    with pytest.raises(ConfigError, match="exactly one"):
+        HFCausalLM()
+    with pytest.raises(CheckpointError, match=r"config\.json"):
+        HFCausalLM(path=str(tmp_path))
+    with pytest.raises(ConfigError, match="model_type"):
+        HFCausalLM(config={"hidden_size": 8})
+
+
+def test_bundled_tokenizer_is_loadable_and_small():
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(TINY_TOKENIZER_DIR)
+    assert len(tok) == 1024
+    text = "How many beeps? <t>1.5-2.25</t>"
+    assert tok.decode(tok(text)["input_ids"]) == text
