@@ -13,5 +13,8 @@ packages += ["afnext.conf"]
 setup(
     packages=packages,
     package_dir={"afnext_kernels": "kernels", "afnext.conf": "conf"},
-    package_data={"afnext.conf": ["*.yaml", "**/*.yaml"]},
+    package_data={
+        "afnext.conf": ["*.yaml", "**/*.yaml"],
+        "afnext.llms": ["assets/*/*"],
+    },
 )

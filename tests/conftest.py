@@ -21,3 +21,42 @@ def _seed() -> None:
     random.seed(0)
     np.random.seed(0)
     torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoints(tmp_path_factory):
+    """Folders of tiny random checkpoints for the presets that load from a path."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM, WhisperConfig, WhisperModel
+
+    from afnext.llms.tokenizer import TINY_TOKENIZER_DIR
+
+    root = tmp_path_factory.mktemp("tiny_checkpoints")
+    whisper = WhisperModel(
+        WhisperConfig(
+            num_mel_bins=128,
+            d_model=32,
+            encoder_layers=1,
+            decoder_layers=1,
+            encoder_attention_heads=2,
+            decoder_attention_heads=2,
+            encoder_ffn_dim=64,
+            decoder_ffn_dim=64,
+            vocab_size=100,
+        )
+    )
+    whisper.save_pretrained(root / "whisper")
+    qwen = Qwen2ForCausalLM(
+        Qwen2Config(
+            vocab_size=1024,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            num_key_value_heads=1,
+        )
+    )
+    qwen.save_pretrained(root / "qwen")
+    from transformers import AutoTokenizer
+
+    AutoTokenizer.from_pretrained(TINY_TOKENIZER_DIR).save_pretrained(root / "qwen")
+    return {"whisper_large_v3_pretrained": root / "whisper", "qwen2_5_7b_pretrained": root / "qwen"}

@@ -1,0 +1,349 @@
+"""AudioLanguageModel: encoder + time embedding + connector + LLM.
+
+The data path (DESIGN.md): 30 s windows of log-mel -> encoder frames ``(W, T, D_enc)`` -> rotary time
+embedding -> connector tokens ``(W, T', D_llm)`` -> the valid tokens of every window, in order, replace the
+``<sound>`` slots of the prompt (masked scatter, as transformers' AF3 / Music Flamingo do) -> LLM.
+
+``forward`` and ``generate`` take the input names of transformers' ``AudioFlamingo3ForConditionalGeneration``
+and ``MusicFlamingoForConditionalGeneration`` (``input_ids``, ``attention_mask``, ``input_features`` one
+``(128, 3000)`` log-mel per 30 s window, ``input_features_mask``, ``labels``), so either can stand in for
+the other in a pipeline.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from afnext.encoders.base import encoder_output_lengths
+from afnext.errors import ConfigError, InputError
+
+__all__ = ["PARTS", "AudioLanguageModel"]
+
+PARTS = ("encoder", "time_embedding", "connector", "llm", "lora")
+
+
+def _finish(component: Any, **neighbour_sizes: Any) -> Any:
+    """Build a Hydra partial (or any factory) with sizes taken from its neighbours; pass modules through."""
+    if component is None or isinstance(component, nn.Module):
+        return component
+    if callable(component):
+        return component(**neighbour_sizes)
+    raise ConfigError(f"expected a module or a partial, got {type(component).__name__}")
+
+
+class AudioLanguageModel(nn.Module):
+    """An audio-language model assembled from swappable parts.
+
+    Args:
+        encoder: An :class:`afnext.encoders.base.AudioEncoder` module.
+        connector: A connector module (``in_dim`` = encoder ``out_dim``, ``out_dim`` = LLM hidden size).
+        llm: An :class:`afnext.llms.hf.HFCausalLM`.
+        time_embedding: ``None`` or a time embedding (:class:`afnext.connectors.rote.RotaryTimeEmbedding`).
+        audio_boundary_tokens: Wrap each audio's tokens in ``<|sound_bos|>`` ... ``<|sound_eos|>`` (AF-Next,
+            Music Flamingo) or not (AF3). Used by the processor.
+        trainable: Parts that train: any of ``encoder``, ``connector``, ``llm``, ``lora``.
+    """
+
+    def __init__(
+        self,
+        encoder: nn.Module,
+        connector: nn.Module,
+        llm: nn.Module,
+        time_embedding: nn.Module | None = None,
+        *,
+        audio_boundary_tokens: bool = True,
+        trainable: Sequence[str] = ("encoder", "connector", "llm"),
+    ) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.time_embedding = time_embedding
+        self.connector = connector
+        self.llm = llm
+        self.audio_boundary_tokens = audio_boundary_tokens
+        enc_dim = getattr(encoder, "out_dim", None)
+        if getattr(connector, "in_dim", enc_dim) != enc_dim:
+            raise ConfigError(
+                f"connector.in_dim={connector.in_dim} but encoder.out_dim={enc_dim}; leave connector "
+                "sizes unset so the builder takes them from the neighbours"
+            )
+        if getattr(connector, "out_dim", None) != llm.hidden_size:
+            raise ConfigError(
+                f"connector.out_dim={getattr(connector, 'out_dim', None)} but the LLM's hidden size is "
+                f"{llm.hidden_size}; leave connector sizes unset so the builder takes them from the LLM"
+            )
+        ids = llm.special_ids
+        self.audio_token_id = ids["audio"]
+        self.audio_bos_token_id = ids["audio_bos"]
+        self.audio_eos_token_id = ids["audio_eos"]
+        # Parameters a component freezes by construction (Whisper's sinusoidal positions) stay frozen.
+        self._fixed = {
+            f"{part}.{n}"
+            for part in ("encoder", "time_embedding", "connector")
+            if getattr(self, part) is not None
+            for n, p in getattr(self, part).named_parameters()
+            if not p.requires_grad
+        }
+        self.trainable: tuple[str, ...] = ()
+        self.set_trainable(trainable)
+
+    @classmethod
+    def build(
+        cls,
+        encoder: nn.Module,
+        connector: nn.Module | Callable[..., nn.Module],
+        llm: nn.Module,
+        time_embedding: nn.Module | Callable[..., nn.Module] | None = None,
+        **kwargs: Any,
+    ) -> AudioLanguageModel:
+        """Finish the partial neighbours from the built ones, then assemble.
+
+        The connector gets ``in_dim`` from the encoder and ``out_dim`` from the LLM; the time embedding gets
+        ``dim`` and ``frame_rate`` from the encoder. Sizes are never typed twice.
+        """
+        time_embedding = _finish(time_embedding, dim=encoder.out_dim, frame_rate=encoder.frame_rate)
+        connector = _finish(connector, in_dim=encoder.out_dim, out_dim=llm.hidden_size)
+        return cls(encoder, connector, llm, time_embedding, **kwargs)
+
+    # ----------------------------------------------------------------------------------------------
+    # What trains
+    # ----------------------------------------------------------------------------------------------
+    def part_parameters(self, part: str) -> list[tuple[str, nn.Parameter]]:
+        """Named parameters of one part (``lora`` = the LLM's adapter weights, ``llm`` = the rest)."""
+        if part not in PARTS:
+            raise ConfigError(f"unknown model part {part!r}; parts are {PARTS}")
+        if part in ("llm", "lora"):
+            named = [(f"llm.{n}", p) for n, p in self.llm.named_parameters()]
+            is_lora = [("lora_" in n) for n, _ in named]
+            return [np for np, lo in zip(named, is_lora) if lo == (part == "lora")]
+        module = getattr(self, part)
+        return [] if module is None else [(f"{part}.{n}", p) for n, p in module.named_parameters()]
+
+    def set_trainable(self, parts: Sequence[str]) -> None:
+        """Declare which parts train; every other parameter is frozen.
+
+        Raises:
+            ConfigError: An unknown part, ``lora`` without LoRA adapters, or both ``llm`` and ``lora``.
+        """
+        parts = tuple(parts)
+        unknown = [p for p in parts if p not in PARTS]
+        if unknown:
+            raise ConfigError(f"trainable lists unknown parts {unknown}; choose from {PARTS}")
+        if "lora" in parts and not getattr(self.llm, "has_lora", False):
+            raise ConfigError("trainable lists 'lora' but the LLM has no adapters: set llm.lora")
+        if "lora" in parts and "llm" in parts:
+            raise ConfigError("trainable lists both 'llm' and 'lora'; train the full LLM or its adapters")
+        for part in PARTS:
+            for name, param in self.part_parameters(part):
+                param.requires_grad_(part in parts and name not in self._fixed)
+        self.trainable = parts
+
+    def parameter_counts(self) -> dict[str, dict[str, int]]:
+        """``{part: {"total": n, "trainable": n}}`` plus an ``all`` row."""
+        counts: dict[str, dict[str, int]] = {}
+        for part in PARTS:
+            params = [p for _, p in self.part_parameters(part)]
+            counts[part] = {
+                "total": sum(p.numel() for p in params),
+                "trainable": sum(p.numel() for p in params if p.requires_grad),
+            }
+        counts["all"] = {k: sum(v[k] for v in counts.values()) for k in ("total", "trainable")}
+        return counts
+
+    # ----------------------------------------------------------------------------------------------
+    # Audio
+    # ----------------------------------------------------------------------------------------------
+    def audio_tokens_for_frames(self, frame_lengths: torch.Tensor) -> torch.Tensor:
+        """LLM tokens each window yields from its count of valid input frames.
+
+        Args:
+            frame_lengths: ``(W,)`` valid log-mel frames (or samples, for waveform encoders).
+
+        Returns:
+            ``(W,)`` int64.
+        """
+        enc = encoder_output_lengths(self.encoder, frame_lengths)
+        return self.connector.output_lengths(enc).to(torch.long)
+
+    def _window_index(self, input_ids: torch.Tensor | None, window_tokens: torch.Tensor) -> torch.Tensor:
+        """Index of each window within its own audio, from the runs of ``<sound>`` slots in ``input_ids``.
+
+        Follows transformers' ``MusicFlamingoModel._build_audio_timestamps``: each maximal run of audio
+        slots is one audio; windows are assigned to audios in order by their token counts.
+        """
+        n_windows = window_tokens.shape[0]
+        if input_ids is None:
+            raise InputError("the time embedding needs input_ids to tell which windows belong to which audio")
+        slots = (input_ids == self.audio_token_id).to(torch.int8)
+        edges = torch.diff(nn.functional.pad(slots, (1, 1)), dim=1)
+        starts = torch.nonzero(edges == 1)[:, 1]
+        ends = torch.nonzero(edges == -1)[:, 1]
+        audio_lengths = (ends - starts).to(torch.long)  # (A,) in row-major order
+        win_start = torch.cumsum(window_tokens, 0) - window_tokens  # (W,) first token of each window
+        audio_end = torch.cumsum(audio_lengths, 0)
+        owner = torch.searchsorted(audio_end, win_start, right=True)  # (W,) audio of each window
+        if n_windows and int(owner.max()) >= audio_lengths.numel():
+            raise InputError(
+                f"the audio yields {int(window_tokens.sum())} tokens but the prompt has "
+                f"{int(audio_lengths.sum())} <sound> slots"
+            )
+        first_window = torch.searchsorted(owner, torch.arange(audio_lengths.numel(), device=owner.device))
+        return torch.arange(n_windows, device=owner.device) - first_window[owner]
+
+    def encode_audio(
+        self,
+        input_features: torch.Tensor,
+        input_features_mask: torch.Tensor,
+        input_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Audio windows -> the LLM-width tokens that fill the ``<sound>`` slots, in order.
+
+        Args:
+            input_features: ``(W, n_mels, frames)`` (or ``(W, 1, samples)`` for waveform encoders).
+            input_features_mask: ``(W, frames)`` 1 for real frames.
+            input_ids: ``(B, L)`` prompt ids; needed by the time embedding to find each window's audio.
+
+        Returns:
+            ``(N, D_llm)`` with ``N`` the total valid tokens of all windows.
+        """
+        param = next(self.encoder.parameters(), None)
+        if param is not None:
+            input_features = input_features.to(device=param.device, dtype=param.dtype)
+        hidden, mask = self.encoder(input_features, input_features_mask.to(input_features.device))
+        if self.time_embedding is not None:
+            window_tokens = self.connector.output_lengths(mask.to(torch.long).sum(-1))
+            window_index = self._window_index(input_ids, window_tokens.to(torch.long))
+            hidden = self.time_embedding(hidden, window_index)
+        tokens, token_mask = self.connector(hidden, mask)
+        return tokens[token_mask]  # (N, D_llm)
+
+    def embed_inputs(
+        self,
+        input_ids: torch.Tensor,
+        input_features: torch.Tensor | None = None,
+        input_features_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Token embeddings with the audio tokens spliced into the ``<sound>`` slots.
+
+        Raises:
+            InputError: Audio without ``<sound>`` slots, slots without audio, or counts that differ.
+        """
+        embeds = self.llm.embed(input_ids)  # (B, L, D)
+        slots = input_ids == self.audio_token_id
+        n_slots = int(slots.sum())
+        if input_features is None:
+            if n_slots:
+                raise InputError(
+                    f"input_ids hold {n_slots} <sound> slots but no audio was given "
+                    "(input_features is None); pass the audio or remove the <sound> tokens"
+                )
+            return embeds
+        if input_features_mask is None:
+            raise InputError("input_features given without input_features_mask (W, frames)")
+        if n_slots == 0:
+            raise InputError(
+                f"audio was given ({input_features.shape[0]} windows) but the prompt has no <sound> slot; "
+                "put <sound> where the audio goes (the processor expands it to the right count)"
+            )
+        audio = self.encode_audio(input_features, input_features_mask, input_ids)
+        if audio.shape[0] != n_slots:
+            raise InputError(
+                f"the prompt has {n_slots} <sound> slots but the audio yields {audio.shape[0]} tokens; "
+                "build inputs with afnext's processor (N slots per audio from its true length)"
+            )
+        mask = slots.unsqueeze(-1).expand_as(embeds)
+        return embeds.masked_scatter(mask, audio.to(embeds.dtype))
+
+    # ----------------------------------------------------------------------------------------------
+    # Forward and generate
+    # ----------------------------------------------------------------------------------------------
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        input_features: torch.Tensor | None = None,
+        input_features_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """Run the model; returns transformers' ``CausalLMOutputWithPast`` (``loss`` when ``labels``).
+
+        Args:
+            input_ids: ``(B, L)`` token ids with ``<sound>`` slots.
+            attention_mask: ``(B, L)`` 1 for real tokens.
+            input_features: ``(W, 128, 3000)`` log-mel, one row per 30 s window of every audio in order.
+            input_features_mask: ``(W, 3000)`` 1 for real frames.
+            labels: ``(B, L)`` next-token targets, -100 where ignored (the processor labels assistant turns).
+            inputs_embeds: Precomputed embeddings instead of ``input_ids`` (no audio splicing then).
+            **kwargs: Passed to the LLM (``position_ids``, cache, ``use_cache``, ``logits_to_keep``, ...).
+        """
+        if inputs_embeds is None:
+            if input_ids is None:
+                raise InputError("forward needs input_ids or inputs_embeds")
+            inputs_embeds = self.embed_inputs(input_ids, input_features, input_features_mask)
+        elif input_features is not None:
+            raise InputError("give input_ids (with <sound> slots) together with input_features, not inputs_embeds")
+        return self.llm(
+            inputs_embeds=inputs_embeds, attention_mask=attention_mask, labels=labels, **kwargs
+        )
+
+    @torch.no_grad()
+    def generate(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        input_features: torch.Tensor | None = None,
+        input_features_mask: torch.Tensor | None = None,
+        **generate_kwargs: Any,
+    ) -> torch.Tensor:
+        """Generate with a KV cache (transformers' ``generate``: greedy, sampling, beams, penalties, ...).
+
+        Stops on ``<|im_end|>`` unless ``eos_token_id`` is given. Returns ``(B, L + new)`` ids: the prompt
+        followed by the generated tokens, as transformers' AF3 / Music Flamingo ``generate`` does.
+        """
+        embeds = self.embed_inputs(input_ids, input_features, input_features_mask)
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        generate_kwargs.setdefault("eos_token_id", self.llm.stop_token_ids())
+        generate_kwargs.setdefault("pad_token_id", self.llm.tokenizer.pad_token_id)
+        return self.llm.model.generate(
+            input_ids=input_ids,
+            inputs_embeds=embeds,
+            attention_mask=attention_mask,
+            **generate_kwargs,
+        )
+
+    # ----------------------------------------------------------------------------------------------
+    # Checkpoints
+    # ----------------------------------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(cls, path: str | Path, **kwargs: Any) -> AudioLanguageModel:
+        """Load an afnext checkpoint, or a transformers AF3 / Music Flamingo / AF-Next folder.
+
+        Args:
+            path: Checkpoint folder (safetensors, sharded or not).
+            **kwargs: ``attn_implementation``, ``dtype``, ``trainable``.
+
+        Raises:
+            CheckpointError: Not a known checkpoint, or weights missing / unexpected (listed).
+        """
+        from afnext.interop import load_pretrained
+
+        return load_pretrained(path, **kwargs)
+
+    def save_pretrained(self, path: str | Path, format: str = "afnext", **kwargs: Any) -> Path:
+        """Write a checkpoint folder atomically.
+
+        Args:
+            path: Target folder (replaced as a whole only once the new one is complete).
+            format: ``afnext`` (any composition) or ``hf`` (a folder transformers loads with its own
+                ``AudioFlamingo3ForConditionalGeneration`` / ``MusicFlamingoForConditionalGeneration``).
+        """
+        from afnext.interop import save_pretrained
+
+        return save_pretrained(self, path, format=format, **kwargs)

@@ -1,0 +1,87 @@
+"""The processor builds exactly what transformers' AF3 / Music Flamingo processors build."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from afnext.data.processor import IGNORE_INDEX, AudioProcessor
+from afnext.encoders.whisper import AFWhisperEncoder
+from afnext.errors import InputError
+from tests.helpers import chat, tone_mix
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    from transformers import AutoTokenizer
+
+    from afnext.llms.tokenizer import TINY_TOKENIZER_DIR
+
+    return AutoTokenizer.from_pretrained(TINY_TOKENIZER_DIR)
+
+
+@pytest.mark.parametrize("boundary", [True, False], ids=["musicflamingo", "af3"])
+def test_matches_transformers_processor(tokenizer, boundary):
+    from transformers import (
+        AudioFlamingo3Processor,
+        MusicFlamingoProcessor,
+        WhisperFeatureExtractor,
+    )
+
+    cls = MusicFlamingoProcessor if boundary else AudioFlamingo3Processor
+    ref = cls(WhisperFeatureExtractor(feature_size=128), tokenizer, max_audio_len=1800)
+    ours = AudioProcessor(
+        tokenizer, AFWhisperEncoder.output_lengths, audio_boundary_tokens=boundary
+    )
+    audio = [tone_mix(2.5, 1), tone_mix(61.3, 2)]
+    convs = [chat("What is it?"), chat("Count the beeps, please.")]
+    texts = [
+        tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in convs
+    ]
+    expected = ref(text=texts, audio=audio, padding=True)
+    got = ours(
+        [
+            [{"role": "user", "content": [{"type": "audio", "audio": a}, c[0]["content"][1]]}]
+            for a, c in zip(audio, convs)
+        ]
+    )
+    assert torch.equal(got["input_ids"], expected["input_ids"])
+    assert torch.equal(got["attention_mask"], expected["attention_mask"])
+    assert torch.equal(got["input_features_mask"].long(), expected["input_features_mask"].long())
+    torch.testing.assert_close(got["input_features"], expected["input_features"], atol=1e-4, rtol=0)
+
+
+def test_labels_cover_assistant_turns_only(tokenizer):
+    proc = AudioProcessor(tokenizer, AFWhisperEncoder.output_lengths, padding_side="right")
+    conv = [
+        {"role": "user", "content": [{"type": "audio", "audio": tone_mix(1.0)}, {"type": "text", "text": "Q1"}]},
+        {"role": "assistant", "content": "first answer"},
+        {"role": "user", "content": "Q2"},
+        {"role": "assistant", "content": "second"},
+    ]
+    out = proc([conv], return_labels=True)
+    ids, labels = out["input_ids"][0], out["labels"][0]
+    kept = tokenizer.decode(ids[labels != IGNORE_INDEX])
+    assert kept == "first answer<|im_end|>second<|im_end|>"
+    assert (labels[ids == proc.audio_token_id] == IGNORE_INDEX).all()
+    # Training conversations end with the answer: no dangling generation prompt.
+    assert tokenizer.decode(ids[-3:]).endswith("second<|im_end|>\n")
+
+
+def test_string_content_with_placeholders_and_several_audios(tokenizer):
+    proc = AudioProcessor(tokenizer, AFWhisperEncoder.output_lengths)
+    conv = [{"role": "user", "content": "<sound> then <sound>: same speaker?"}]
+    out = proc([conv], audio=[[tone_mix(1.0), tone_mix(31.0)]])
+    assert out["input_features"].shape[0] == 3  # 1 + 2 windows
+    assert int((out["input_ids"] == proc.audio_bos_id).sum()) == 2
+    assert int((out["input_ids"] == proc.audio_token_id).sum()) == 25 + 750 + 25
+
+
+def test_placeholder_and_audio_must_agree(tokenizer):
+    proc = AudioProcessor(tokenizer, AFWhisperEncoder.output_lengths)
+    with pytest.raises(InputError, match="no <sound> placeholder"):
+        proc([[{"role": "user", "content": "no slot"}]], audio=[[tone_mix(1.0)]])
+    with pytest.raises(InputError, match="1 <sound> placeholders but 0 audio"):
+        proc([[{"role": "user", "content": "<sound> where is it?"}]])
+    with pytest.raises(InputError, match="max_length"):
+        proc([[{"role": "user", "content": "a long prompt " * 5}]], max_length=3)
