@@ -128,8 +128,162 @@ def _cmd_config(argv: list[str]) -> int:
     return 0
 
 
+def build_on_meta(cfg: Any) -> Any:
+    """Instantiate ``cfg.model`` with every parameter on the ``meta`` device (no memory, no init)."""
+    import torch
+    from hydra.utils import instantiate
+
+    with torch.device("meta"):
+        return instantiate(cfg.model, _convert_="all")
+
+
+def _cmd_info(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="afnext info",
+        description="Compose a model config, build it on the meta device and print parameter counts "
+        "per part (encoder, time embedding, connector, LLM, LoRA), trainable and total. "
+        "Example: afnext info preset=afnext",
+    )
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides")
+    args = parser.parse_args(argv)
+    cfg = compose_config("info", args.overrides)
+    model = build_on_meta(cfg)
+    counts = model.parameter_counts()
+    classes = {
+        "encoder": type(model.encoder).__name__,
+        "time_embedding": type(model.time_embedding).__name__ if model.time_embedding else "none",
+        "connector": type(model.connector).__name__,
+        "llm": f"{type(model.llm).__name__}({type(model.llm.base).__name__})",
+        "lora": "peft LoRA" if getattr(model.llm, "has_lora", False) else "none",
+        "all": type(model).__name__,
+    }
+    if args.json:
+        print(json.dumps({part: {**counts[part], "class": classes[part]} for part in counts}, indent=2))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="afnext model parameters (built on the meta device)")
+    for column in ("part", "class", "trainable", "total"):
+        table.add_column(column, justify="right" if column in ("trainable", "total") else "left")
+    for part, row in counts.items():
+        table.add_row(part, classes[part], f"{row['trainable']:,}", f"{row['total']:,}")
+    Console().print(table)
+    return 0
+
+
+def _hydra_app(config_name: str, argv: list[str], task: Callable[[Any], Any]) -> int:
+    """Run ``task(cfg)`` as a real Hydra application: run folders, ``-m`` multirun sweeps, ``--cfg``,
+    ``--help``, with afnext's and the plugins' config folders on the search path."""
+    import hydra
+
+    args = list(argv)
+    extra = [f"file://{d}" for d in _search_dirs(None)]
+    if extra and not any(a.startswith("hydra.searchpath") for a in args):
+        args.append("hydra.searchpath=[" + ",".join(extra) + "]")
+    saved = sys.argv
+    sys.argv = [f"afnext {config_name}", *args]
+
+    @hydra.main(config_path=str(afnext_conf_dir()), config_name=config_name, version_base="1.3")
+    def _app(cfg: Any) -> None:
+        task(cfg)
+
+    try:
+        _app()
+    finally:
+        sys.argv = saved
+    return 0
+
+
+def _cmd_train(argv: list[str]) -> int:
+    if argv and argv[0] in ("-h", "--help"):
+        print(
+            "usage: afnext train [group=option ...] [key=value ...] [-m sweep=a,b] [--cfg job]\n\n"
+            "Train with the composed config (conf/train.yaml). Examples:\n"
+            "  afnext train experiment=tiny trainer.max_steps=50\n"
+            "  afnext train encoder=whisper_large_v3 connector=mlp llm=qwen2_5_7b curriculum=afnext\n"
+            "  afnext train curriculum=afnext +stage=midtrain2 init_from=RUN_DIR\n"
+            "  afnext train experiment=tiny -m optim.lr.default=1e-4,3e-4\n"
+            "Rerun with the same run_name=NAME to resume. Hydra's own help: afnext train --hydra-help\n"
+        )
+        return 0
+    from afnext.training.run import train
+
+    return _hydra_app("train", argv, train)
+
+
+def _cmd_validate(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="afnext validate",
+        description="Validation loss and answer accuracy of a saved model on the config's val split.",
+    )
+    parser.add_argument("--checkpoint", required=True, help="run, stage or model folder")
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides (data=..., data.val=[...])")
+    args = parser.parse_args(argv)
+    from afnext.training.run import validate
+
+    cfg = compose_config("train", args.overrides)
+    print(json.dumps(validate(cfg, args.checkpoint), indent=2))
+    return 0
+
+
+def _cmd_chat(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="afnext chat",
+        description='Ask about audio: afnext chat --checkpoint DIR --audio FILE "question". '
+        "The answer is streamed; --think also shows the <think> reasoning.",
+    )
+    parser.add_argument("question", help="the question (a <sound> placeholder is added if missing)")
+    parser.add_argument("--checkpoint", required=True, help="run, stage or model folder (afnext or HF)")
+    parser.add_argument("--audio", action="append", default=[], help="audio file (repeat for several)")
+    parser.add_argument("--think", action="store_true", help="show the <think> reasoning")
+    parser.add_argument("--system", default=None, help="system prompt")
+    parser.add_argument("--max-new-tokens", type=int, default=1024)
+    parser.add_argument("--temperature", type=float, default=0.0, help="0: greedy")
+    parser.add_argument("--top-p", type=float, default=1.0)
+    parser.add_argument("--repetition-penalty", type=float, default=1.0)
+    args = parser.parse_args(argv)
+    if not args.audio:
+        parser.error("give at least one --audio FILE")
+    from afnext.evaluation.chat import chat
+
+    chat(
+        args.checkpoint,
+        args.audio,
+        args.question,
+        think=args.think,
+        system=args.system,
+        max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        repetition_penalty=args.repetition_penalty,
+    )
+    return 0
+
+
+def _cmd_demo(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="afnext demo",
+        description="CPU demo: build synthetic scenes, train experiment=tiny from scratch, print held-out "
+        "accuracy against chance, answer one question. Last line: accuracy=A chance=C.",
+    )
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides on top of experiment=tiny")
+    args = parser.parse_args(argv)
+    from afnext.training.demo import run_demo
+
+    result = run_demo(args.overrides)
+    print(f"accuracy={result['accuracy']:.3f} chance={result['chance']:.3f}")
+    return 0
+
+
 COMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {
+    "train": (_cmd_train, "train (Hydra overrides, -m sweeps, curricula): afnext train experiment=tiny"),
+    "validate": (_cmd_validate, "validation loss / accuracy of a saved model"),
+    "chat": (_cmd_chat, 'ask about audio: afnext chat --checkpoint DIR --audio FILE "question"'),
+    "demo": (_cmd_demo, "CPU demo: data, training, held-out accuracy, one chat answer"),
     "config": (_cmd_config, "print the composed config"),
+    "info": (_cmd_info, "build a model on the meta device and print parameter counts per part"),
     "data": (_cmd_data, "build datasets (TACoT data engine): afnext data build ..."),
 }
 

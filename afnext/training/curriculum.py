@@ -1,0 +1,139 @@
+"""A training run is a list of stages (AF-Next: pre-train 1/2, mid-train 1/2, post-train, CoT).
+
+Each stage says what trains, its learning rates, the longest audio and context it sees, its data mixture
+and its step budget; anything a stage leaves out comes from the run's top-level config (``model.trainable``,
+``optim.lr``, ``trainer.max_steps``, ``data``). Stages run in order, each starting from the weights the
+previous one saved; a finished stage leaves ``stages/<i>_<name>/DONE`` so a resumed run skips it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from afnext.errors import ConfigError
+
+__all__ = ["Stage", "plan_stages", "stage_dir"]
+
+_STAGE_KEYS = {
+    "name",
+    "trainable",
+    "lr",
+    "max_audio_seconds",
+    "max_length",
+    "max_steps",
+    "warmup_steps",
+    "data",
+    "note",
+}
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One stage of a curriculum.
+
+    Attributes:
+        name: Stage name (``pretrain1``); ``+stage=<name>`` runs it alone.
+        trainable: Parts that train (``encoder``, ``connector``, ``llm``, ``lora``).
+        lr: Learning rate per part (``default`` for the rest).
+        max_audio_seconds: Longest audio fed in this stage (longer samples are skipped and counted).
+        max_length: Context length in tokens (longer samples are skipped and counted).
+        max_steps: Optimizer steps in this stage.
+        warmup_steps: Linear warmup steps of this stage's schedule.
+        data: Overrides merged into the ``data`` config (the stage's mixture: ``train: [{path, weight}]``).
+        note: Free text (what the paper did differently, e.g. GRPO).
+    """
+
+    name: str
+    trainable: tuple[str, ...]
+    lr: Mapping[str, float]
+    max_audio_seconds: float | None
+    max_length: int | None
+    max_steps: int
+    warmup_steps: int
+    data: Mapping[str, Any] = field(default_factory=dict)
+    note: str = ""
+
+
+def _lr(value: Any) -> dict[str, float]:
+    if isinstance(value, (int, float)):
+        return {"default": float(value)}
+    return {str(k): float(v) for k, v in dict(value).items()}
+
+
+def plan_stages(
+    stages: Sequence[Mapping[str, Any]],
+    *,
+    defaults: Mapping[str, Any],
+    only: str | None = None,
+) -> list[Stage]:
+    """Turn the curriculum config into stages, filling gaps from the run's defaults.
+
+    Args:
+        stages: ``curriculum.stages`` (plain dicts).
+        defaults: ``trainable``, ``lr``, ``max_audio_seconds``, ``max_length``, ``max_steps``,
+            ``warmup_steps`` of the run.
+        only: Run just this stage (``+stage=midtrain2``).
+
+    Raises:
+        ConfigError: Unknown keys, duplicate or missing names, or ``only`` naming no stage.
+    """
+    if not stages:
+        raise ConfigError("curriculum.stages is empty; give at least one stage (curriculum=single)")
+    planned: list[Stage] = []
+    for i, raw in enumerate(stages):
+        unknown = sorted(set(raw) - _STAGE_KEYS)
+        if unknown:
+            raise ConfigError(
+                f"curriculum.stages[{i}] has unknown keys {unknown}; allowed: {sorted(_STAGE_KEYS)}"
+            )
+        if not raw.get("name"):
+            raise ConfigError(f"curriculum.stages[{i}] needs a name")
+
+        def pick(key: str, raw: Mapping[str, Any] = raw) -> Any:
+            return raw[key] if raw.get(key) is not None else defaults.get(key)
+
+        planned.append(
+            Stage(
+                name=str(raw["name"]),
+                trainable=tuple(pick("trainable")),
+                lr=_lr(pick("lr")),
+                max_audio_seconds=pick("max_audio_seconds"),
+                max_length=pick("max_length"),
+                max_steps=int(pick("max_steps")),
+                warmup_steps=int(pick("warmup_steps") or 0),
+                data=dict(raw.get("data") or {}),
+                note=str(raw.get("note") or ""),
+            )
+        )
+    names = [s.name for s in planned]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"curriculum stage names repeat: {names}")
+    if only is not None:
+        if only not in names:
+            raise ConfigError(f"stage={only!r} is not in the curriculum; stages are {names}")
+        return [planned[names.index(only)]]
+    return planned
+
+
+def stage_dir(run_dir: Path, index: int, stage: Stage) -> Path:
+    """Folder of one stage inside a run: checkpoints, logs, the exported model, the DONE marker."""
+    return Path(run_dir) / "stages" / f"{index}_{stage.name}"
+
+
+def mark_done(folder: Path, info: Mapping[str, Any]) -> None:
+    """Write the stage's DONE marker (atomically) once its model is saved."""
+    from afnext.interop.safetensors_io import write_json
+
+    write_json(folder / "DONE", dict(info))
+
+
+def is_done(folder: Path) -> bool:
+    return (folder / "DONE").is_file() and (folder / "model").is_dir()
+
+
+def read_done(folder: Path) -> dict[str, Any]:
+    return json.loads((folder / "DONE").read_text())

@@ -1,0 +1,68 @@
+"""Experiment loggers: W&B (online with an API key, otherwise offline into the run folder) and CSV."""
+
+from __future__ import annotations
+
+import netrc
+import os
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+__all__ = ["wandb_has_credentials", "wandb_logger"]
+
+
+def wandb_has_credentials() -> bool:
+    """True when W&B can log online: ``WANDB_API_KEY`` is set or ``~/.netrc`` has api.wandb.ai."""
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    try:
+        return netrc.netrc().authenticators("api.wandb.ai") is not None
+    except (FileNotFoundError, netrc.NetrcParseError, OSError):
+        return False
+
+
+def wandb_logger(
+    save_dir: str,
+    *,
+    project: str = "afnext",
+    entity: str | None = None,
+    name: str | None = None,
+    group: str | None = None,
+    tags: list[str] | None = None,
+    offline: bool | str = "auto",
+    log_model: bool = False,
+) -> Any:
+    """Lightning's ``WandbLogger``, offline into ``save_dir`` when there is no API key.
+
+    Args:
+        save_dir: Folder of the run (W&B writes ``save_dir/wandb/``).
+        project: W&B project.
+        entity: W&B entity (team or user); ``None``: the default.
+        name: Run name; group: runs of one curriculum share a group.
+        tags: Run tags.
+        offline: ``True`` / ``False``, or ``"auto"``: offline unless an API key is configured (or
+            ``WANDB_MODE=offline``).
+        log_model: Upload checkpoints as W&B artifacts.
+    """
+    from lightning.pytorch.loggers import WandbLogger
+
+    if offline == "auto":
+        offline = os.environ.get("WANDB_MODE") in ("offline", "dryrun") or not wandb_has_credentials()
+    Path(save_dir).mkdir(parents=True, exist_ok=True)
+    logger = WandbLogger(
+        save_dir=save_dir,
+        project=project,
+        entity=entity,
+        name=name,
+        group=group,
+        tags=tags,
+        offline=bool(offline),
+        log_model=log_model,
+    )
+    if offline:
+        Console(stderr=True).print(
+            f"[cyan]W&B offline[/] (no API key): the run is written to {Path(save_dir) / 'wandb'}. "
+            f"Upload it later with: wandb sync {Path(save_dir) / 'wandb'}/offline-run-*"
+        )
+    return logger

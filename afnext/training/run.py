@@ -1,0 +1,234 @@
+"""``afnext train`` / ``afnext validate``: build everything from a composed config and run the stages.
+
+A run folder holds one sub-folder per curriculum stage (``stages/<i>_<name>/``: ``checkpoints/last.ckpt``
+and the best one, logs, ``model/`` (the stage's weights in afnext format) and ``DONE``), the composed
+``config.yaml``, and ``model`` / ``final.json`` naming the last finished stage's weights. Re-running the
+same command with the same ``run_name`` resumes: finished stages are skipped, the interrupted one continues
+from its ``last.ckpt`` (optimizer, schedule, data position).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf, open_dict
+from rich.console import Console
+
+from afnext.errors import CheckpointError, ConfigError
+from afnext.training.curriculum import (
+    Stage,
+    is_done,
+    mark_done,
+    plan_stages,
+    read_done,
+    stage_dir,
+)
+
+__all__ = ["build_model", "build_stage", "resolve_checkpoint", "run_dir_of", "train", "validate"]
+
+console = Console(stderr=True)
+
+
+def run_dir_of(cfg: DictConfig) -> Path:
+    """The run folder: Hydra's output dir under ``afnext train`` (one per multirun job), else
+    ``paths.run_dir``."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        if HydraConfig.initialized():
+            return Path(HydraConfig.get().runtime.output_dir)
+    except ImportError:  # pragma: no cover - hydra is a dependency
+        pass
+    return Path(cfg.paths.run_dir)
+
+
+def resolve_checkpoint(path: str | os.PathLike) -> Path:
+    """A model folder from what a user points at: a model folder, a run folder or a stage folder.
+
+    Raises:
+        CheckpointError: Nothing loadable there.
+    """
+    path = Path(path)
+    if (path / "afnext_config.json").is_file() or (path / "config.json").is_file():
+        return path
+    if (path / "final.json").is_file():
+        import json
+
+        return Path(json.loads((path / "final.json").read_text())["model"])
+    if (path / "model").is_dir():
+        return resolve_checkpoint(path / "model")
+    done = sorted((path / "stages").glob("*/DONE")) if (path / "stages").is_dir() else []
+    if done:
+        return done[-1].parent / "model"
+    raise CheckpointError(
+        f"{path}: no model here. Point at a run folder (with final.json or stages/*/model), a stage "
+        "folder, or a model folder (afnext_config.json or a transformers config.json)."
+    )
+
+
+def build_model(cfg: DictConfig, init_from: str | Path | None = None) -> Any:
+    """Instantiate ``cfg.model`` or load weights from ``init_from`` (afnext or transformers folder)."""
+    from hydra.utils import instantiate
+
+    from afnext.model import AudioLanguageModel
+
+    if init_from:
+        return AudioLanguageModel.from_pretrained(resolve_checkpoint(init_from))
+    return instantiate(cfg.model, _convert_="all")
+
+
+def _make_logger(cfg: DictConfig, folder: Path, stage: Stage, run_name: str) -> Any:
+    from hydra.utils import instantiate
+
+    if cfg.get("logger") is None:
+        return False
+    logger = instantiate(cfg.logger, save_dir=str(folder), _convert_="all")
+    from lightning.pytorch.loggers import WandbLogger
+
+    if isinstance(logger, WandbLogger):
+        logger.experiment.name = f"{run_name}/{stage.name}"
+    logger.log_hyperparams(
+        {"config": OmegaConf.to_container(cfg, resolve=True), "stage": stage.__dict__}
+    )
+    return logger
+
+
+def build_stage(cfg: DictConfig, stage: Stage, folder: Path, model: Any) -> tuple[Any, Any, Any]:
+    """The LightningModule, DataModule and Trainer of one stage.
+
+    Returns:
+        ``(module, datamodule, trainer)``.
+    """
+    from hydra.utils import instantiate
+
+    from afnext.data.processor import AudioProcessor
+    from afnext.training.checkpoint_io import AtomicCheckpointIO
+    from afnext.training.module import AudioLanguageModule
+
+    with open_dict(cfg):
+        cfg.paths.stage_dir = str(folder)
+    module = AudioLanguageModule(
+        model,
+        trainable=stage.trainable,
+        lr=stage.lr,
+        warmup_steps=stage.warmup_steps,
+        **OmegaConf.to_container(cfg.optim.module, resolve=True),
+    )
+    data_cfg = OmegaConf.merge(cfg.data, stage.data)
+    datamodule = instantiate(
+        data_cfg,
+        max_audio_seconds=stage.max_audio_seconds,
+        max_length=stage.max_length,
+        _convert_="all",
+    )
+    processor = AudioProcessor.from_model(
+        model, padding_side="right", max_seconds=stage.max_audio_seconds
+    )
+    datamodule.attach_processor(processor)
+    callbacks = [
+        instantiate(c, _convert_="all") for c in (cfg.get("callbacks") or {}).values() if c
+    ]
+    logger = _make_logger(cfg, folder, stage, str(cfg.run_name))
+    trainer = instantiate(
+        cfg.trainer,
+        default_root_dir=str(folder),
+        max_steps=stage.max_steps,
+        logger=logger,
+        callbacks=callbacks,
+        plugins=[AtomicCheckpointIO()],
+        _convert_="all",
+    )
+    return module, datamodule, trainer
+
+
+def _stages(cfg: DictConfig) -> list[Stage]:
+    defaults = {
+        "trainable": list(cfg.model.trainable),
+        "lr": OmegaConf.to_container(cfg.optim.lr, resolve=True)
+        if OmegaConf.is_config(cfg.optim.lr)
+        else cfg.optim.lr,
+        "max_audio_seconds": cfg.data.get("max_audio_seconds"),
+        "max_length": cfg.data.get("max_length"),
+        "max_steps": cfg.trainer.max_steps,
+        "warmup_steps": cfg.optim.warmup_steps,
+    }
+    raw = OmegaConf.to_container(cfg.curriculum.stages, resolve=True)
+    return plan_stages(raw, defaults=defaults, only=cfg.get("stage"))
+
+
+def train(cfg: DictConfig) -> Path:
+    """Run every stage of ``cfg.curriculum`` (or ``cfg.stage`` alone); returns the final model folder."""
+    import lightning.pytorch as pl
+
+    pl.seed_everything(int(cfg.seed), workers=True)
+    run_dir = run_dir_of(cfg)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=False))
+    all_stages = _stages(_without_stage(cfg))
+    chosen = _stages(cfg)
+    previous: Path | None = Path(cfg.init_from) if cfg.get("init_from") else None
+    final: Path | None = None
+    for index, stage in enumerate(all_stages):
+        folder = stage_dir(run_dir, index, stage)
+        if stage not in chosen:
+            if is_done(folder):
+                previous = folder / "model"
+            continue
+        if is_done(folder):
+            console.print(f"[green]stage {stage.name}: done earlier[/] ({read_done(folder)['steps']} steps)")
+            previous = final = folder / "model"
+            continue
+        console.rule(f"stage {index + 1}/{len(all_stages)}: {stage.name}")
+        console.print(
+            f"trainable={list(stage.trainable)} lr={dict(stage.lr)} max_steps={stage.max_steps} "
+            f"max_audio_seconds={stage.max_audio_seconds} max_length={stage.max_length}"
+            + (f"\nnote: {stage.note}" if stage.note else "")
+        )
+        model = build_model(cfg, init_from=previous)
+        module, datamodule, trainer = build_stage(cfg, stage, folder, model)
+        last = folder / "checkpoints" / "last.ckpt"
+        if last.is_file():
+            console.print(f"[cyan]resuming stage {stage.name} from {last}[/]")
+        trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if last.is_file() else None)
+        if trainer.interrupted:
+            raise KeyboardInterrupt(f"stage {stage.name} interrupted; rerun the command to resume")
+        if trainer.global_step < stage.max_steps:
+            raise ConfigError(
+                f"stage {stage.name} stopped at step {trainer.global_step} of {stage.max_steps}: the data ran "
+                "out. Raise trainer.max_epochs or lower the stage's max_steps."
+            )
+        model.save_pretrained(folder / "model")
+        mark_done(folder, {"stage": stage.name, "steps": trainer.global_step})
+        previous = final = folder / "model"
+    if final is None:
+        raise ConfigError("no stage ran; check curriculum.stages and stage=")
+    from afnext.interop.safetensors_io import write_json
+
+    write_json(run_dir / "final.json", {"model": str(final.resolve())})
+    if cfg.get("export_hf"):
+        from afnext.model import AudioLanguageModel
+
+        AudioLanguageModel.from_pretrained(final).save_pretrained(run_dir / "hf", format="hf")
+    console.print(f"[green]model:[/] {final}")
+    return final
+
+
+def _without_stage(cfg: DictConfig) -> DictConfig:
+    copy = cfg.copy()
+    with open_dict(copy):
+        copy.stage = None
+    return copy
+
+
+def validate(cfg: DictConfig, checkpoint: str | Path) -> dict[str, float]:
+    """Validation loss and answer accuracy of a saved model on ``cfg.data``'s validation split."""
+    from afnext.model import AudioLanguageModel
+
+    run_dir = run_dir_of(cfg)
+    stage = _stages(cfg)[-1]
+    model = AudioLanguageModel.from_pretrained(resolve_checkpoint(checkpoint))
+    module, datamodule, trainer = build_stage(cfg, stage, run_dir / "validate", model)
+    results = trainer.validate(module, datamodule=datamodule)
+    return {k: float(v) for k, v in (results[0] if results else {}).items()}
