@@ -30,7 +30,9 @@ import torch.nn.functional as F
 
 SMOKE = os.environ.get("BENCH_SMOKE") == "1" or "--smoke" in sys.argv
 if SMOKE and not torch.cuda.is_available():
-    os.environ.setdefault("TRITON_INTERPRET", "1")  # before triton is first imported (kernels load lazily)
+    os.environ.setdefault(
+        "TRITON_INTERPRET", "1"
+    )  # before triton is first imported (kernels load lazily)
 
 
 def _inputs(tokens: int, vocab: int, hidden: int, device: str, dtype: torch.dtype):

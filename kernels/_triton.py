@@ -138,7 +138,9 @@ class TunableKernel:
         # The kernel object says how it was built (it can differ from the flag when TRITON_INTERPRET changed).
         self.interpreted = interpreted or type(kernel).__name__ == "InterpretedFunction"
         self.tuned = (
-            None if self.interpreted else triton.autotune(configs=list(configs), key=list(key))(kernel)
+            None
+            if self.interpreted
+            else triton.autotune(configs=list(configs), key=list(key))(kernel)
         )
 
     def __call__(

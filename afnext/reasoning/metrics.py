@@ -74,20 +74,25 @@ def _normalise(text: str) -> str:
 def extract_choice(text: str, choices: Sequence[str]) -> int | None:
     """The option a free-text answer picks, or ``None`` when it picks none (or several).
 
-    Tried in order: an explicit "answer is B" / "answer: (B)"; a single distinct ``(B)``-style letter; a
-    leading bare letter (``B``, ``B.``, ``B)``); the one option whose words the text contains (the longest
-    when one option's words contain another's).
+    Tried in order: an explicit "answer is B" / "answer: (B)"; ``(B)``-style letters (one distinct letter
+    picks it, several pick none); a leading bare letter (``B``, ``B.``, ``B) ...``; not the article in ``A melody``); a trailing one (``I'd say
+    B.``); the one option whose words the text contains (the longest when one option's words contain
+    another's). Letters count only in upper case: a lower-case ``a`` is a word.
     """
     valid = LETTERS[: len(choices)]
-    explicit = re.search(rf"answer\s*(?:is|:)\s*\(?([{valid}])\b\)?", text, re.IGNORECASE)
-    if explicit and explicit.group(1).upper() in valid:
-        return valid.index(explicit.group(1).upper())
-    letters = {m for m in re.findall(rf"\(([{valid}])\)", text)}
-    if len(letters) == 1:
+    explicit = re.search(rf"(?i:answer)\s*(?:(?i:is)|:)\s*\(?([{valid}])\b\)?", text)
+    if explicit:
+        return valid.index(explicit.group(1))
+    letters = set(re.findall(rf"\(([{valid}])\)", text))
+    if len(letters) > 1:
+        return None
+    if letters:
         return valid.index(letters.pop())
-    leading = re.match(rf"\s*\(?([{valid}])(?:[).:]|\s|$)", text)
-    if leading:
-        return valid.index(leading.group(1))
+    bare = re.match(rf"\s*([{valid}])(?:[).:](?:\s|$)|\s*$)", text) or re.search(
+        rf"(?:^|\s)([{valid}])[.!]?\s*$", text
+    )
+    if bare:
+        return valid.index(bare.group(1))
     said = _normalise(text)
     found = [
         i for i, c in enumerate(choices) if re.search(rf"\b{re.escape(_normalise(c))}\b", said)

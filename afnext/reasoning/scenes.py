@@ -37,6 +37,13 @@ __all__ = [
 SAMPLE_RATE = 16_000
 _REFERENCE_RMS = 0.005  # background level; an event at SNR s dB has RMS _REFERENCE_RMS * 10**(s/20)
 _FADE_S = 0.01  # raised-cosine fade so event edges do not click
+# Event times fall on a 10 ms grid, so the centisecond spans that chains cite are the events' exact times.
+_TICK = SAMPLE_RATE // 100
+
+
+def _ticks(samples: float) -> int:
+    """``samples`` rounded down to the 10 ms grid."""
+    return int(samples) // _TICK * _TICK
 
 
 @dataclass(frozen=True)
@@ -64,7 +71,7 @@ EVENT_TYPES: dict[str, EventType] = {
     "rising_chirp": EventType("rising chirp", "sound", 0.5, 1.2),
     "falling_chirp": EventType("falling chirp", "sound", 0.5, 1.2),
     "noise_burst": EventType("noise burst", "sound", 0.3, 1.0),
-    "clicks": EventType("clicks", "sound", 0.6, 1.5),
+    "clicks": EventType("click train", "sound", 0.6, 1.5),
     "melody": EventType("melody", "music", 1.5, 3.5),
     "silence": EventType("silence", "silence", 0.6, 1.5),
 }
@@ -327,7 +334,7 @@ class SceneSynthesizer:
         count = int(rng.integers(self.min_events, self.max_events + 1))
         choices = list(self.event_types) + (["speech"] if self.speech else [])
         drafts = [self._draft(str(rng.choice(choices)), rng) for _ in range(count)]
-        gap = int(self.min_gap * SAMPLE_RATE)
+        gap = -(-int(self.min_gap * SAMPLE_RATE) // _TICK) * _TICK  # rounded up to the grid
         while drafts and sum(d[1] for d in drafts) + gap * (len(drafts) + 1) > total:
             drafts.pop()  # what does not fit is not placed (the scene just holds fewer events)
         if not drafts:
@@ -338,7 +345,7 @@ class SceneSynthesizer:
         shares = rng.dirichlet(np.ones(len(drafts) + 1)) * slack
         placed, events, cursor = [], [], 0
         for i, (kind, length, extra) in enumerate(drafts):
-            start = cursor + gap + int(shares[i])
+            start = cursor + gap + _ticks(shares[i])
             previous = placed[-1] if placed else None
             if (
                 previous is not None
@@ -346,7 +353,7 @@ class SceneSynthesizer:
                 and previous.name not in ("speech", "silence", kind)
                 and rng.random() < self.overlap_prob
             ):  # start inside the previous event; the sequence still advances from its end
-                start = previous.start + int(previous.length * rng.uniform(0.2, 0.6))
+                start = previous.start + _ticks(previous.length * rng.uniform(0.2, 0.6))
             if start + gap >= total:
                 break  # an overlap pushed the sequence past the end: the scene holds fewer events
             length = min(length, total - start)
@@ -374,7 +381,8 @@ class SceneSynthesizer:
         """``(type, length in samples, extra _Placed fields)`` for one event."""
         if kind != "speech":
             spec = EVENT_TYPES[kind]
-            return kind, int(rng.uniform(spec.min_duration, spec.max_duration) * SAMPLE_RATE), {}
+            length = _ticks(rng.uniform(spec.min_duration, spec.max_duration) * SAMPLE_RATE)
+            return kind, max(_TICK, length), {}
         speaker = str(rng.choice(list(self.speakers)))
         voice = self.speakers[speaker]
         phrase = str(rng.choice(list(self.phrases)))
@@ -383,7 +391,9 @@ class SceneSynthesizer:
         for word in phrase.split():
             words.append((word, offset))
             offset += len(clips[word]) + int(0.08 * SAMPLE_RATE)
-        length = offset - int(0.08 * SAMPLE_RATE)
+        length = max(
+            _TICK, _ticks(offset - int(0.08 * SAMPLE_RATE))
+        )  # the last word's tail may lose <10 ms
         extra = {"speaker": speaker, "voice": voice, "vocabulary": self.vocabulary}
         return "speech", length, {**extra, "words": tuple(words)}
 

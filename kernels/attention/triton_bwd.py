@@ -118,8 +118,12 @@ def _attention_bwd_dkdv_kernel(
                 rows = start_m + offs_m
                 start_m64 = start_m.to(tl.int64)
                 # (BLOCK_D, BLOCK_M) and (BLOCK_M, BLOCK_D)
-                qt_ptrs = (q_base + start_m64 * stride_qt) + (offs_m[None, :] * stride_qt + offs_d[:, None])
-                do_ptrs = (do_base + start_m64 * stride_dot) + (offs_m[:, None] * stride_dot + offs_d[None, :])
+                qt_ptrs = (q_base + start_m64 * stride_qt) + (
+                    offs_m[None, :] * stride_qt + offs_d[:, None]
+                )
+                do_ptrs = (do_base + start_m64 * stride_dot) + (
+                    offs_m[:, None] * stride_dot + offs_d[None, :]
+                )
                 if stage == 1:
                     if BLOCK_D == HEAD_DIM:
                         qt = tl.load(qt_ptrs)
@@ -230,8 +234,12 @@ def _attention_bwd_dq_kernel(
             cols = start_n + offs_n
             start_n64 = start_n.to(tl.int64)
             # both (BLOCK_D, BLOCK_N)
-            kt_ptrs = (k_base + start_n64 * stride_kt) + (offs_n[None, :] * stride_kt + offs_d[:, None])
-            vt_ptrs = (v_base + start_n64 * stride_vt) + (offs_n[None, :] * stride_vt + offs_d[:, None])
+            kt_ptrs = (k_base + start_n64 * stride_kt) + (
+                offs_n[None, :] * stride_kt + offs_d[:, None]
+            )
+            vt_ptrs = (v_base + start_n64 * stride_vt) + (
+                offs_n[None, :] * stride_vt + offs_d[:, None]
+            )
             if stage == 1:
                 if BLOCK_D == HEAD_DIM:
                     kt = tl.load(kt_ptrs)

@@ -118,8 +118,12 @@ def _attention_fwd_kernel(
             start_n = tl.multiple_of(start_n, BLOCK_N)
             cols = start_n + offs_n
             start_n64 = start_n.to(tl.int64)
-            kt_ptrs = (k_base + start_n64 * stride_kt) + (offs_n[None, :] * stride_kt + offs_d[:, None])
-            v_ptrs = (v_base + start_n64 * stride_vt) + (offs_n[:, None] * stride_vt + offs_d[None, :])
+            kt_ptrs = (k_base + start_n64 * stride_kt) + (
+                offs_n[None, :] * stride_kt + offs_d[:, None]
+            )
+            v_ptrs = (v_base + start_n64 * stride_vt) + (
+                offs_n[:, None] * stride_vt + offs_d[None, :]
+            )
             if stage == 1:
                 if BLOCK_D == HEAD_DIM:
                     kt = tl.load(kt_ptrs)

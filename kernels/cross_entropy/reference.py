@@ -120,7 +120,6 @@ def _accumulate_grad_weight(
         grad_weight.addmm_(dlogits.t().float(), hidden.float())
 
 
-
 class LinearCrossEntropyFunction(torch.autograd.Function):
     """Chunked linear cross-entropy whose forward computes the gradients (see the module docstring).
 

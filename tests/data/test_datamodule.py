@@ -112,16 +112,16 @@ def test_two_workers_give_the_same_batches_as_none(tmp_path, processor):
 
 
 def test_resume_continues_after_the_last_consumed_batch(tmp_path, processor):
-    manifest = _clean_manifest(tmp_path, "train", 14)
+    manifest = _clean_manifest(tmp_path, "train", 10)
 
     def make() -> AudioDataModule:
         return _module(
-            processor, train=[{"path": str(manifest)}], batch_size=2, num_workers=2, seed=1
+            processor, train=[{"path": str(manifest)}], batch_size=2, num_workers=1, seed=1
         )
 
     full = [b["ids"] for b in _epoch(make())]
     first = make()
-    head = [b["ids"] for b in _epoch(first, limit=3)]  # workers have prefetched further than 3
+    head = [b["ids"] for b in _epoch(first, limit=3)]  # the worker has prefetched further
     state = first.state_dict()
     assert state["train_sampler"]["position"] == 3
     resumed = make()
@@ -137,12 +137,12 @@ def test_manifest_weights_form_the_mixture(tmp_path, processor):
         processor,
         train=[{"path": str(a), "weight": 3.0}, {"path": str(b), "weight": 1.0}],
         batch_size=50,
-        samples_per_epoch=200,
+        samples_per_epoch=100,
     )
     ids = [i for batch in _epoch(dm) for i in batch["ids"]]
-    assert len(ids) == 200
+    assert len(ids) == 100
     share = sum(i.startswith("a-") for i in ids) / len(ids)
-    assert 0.62 < share < 0.88  # 3:1 -> 0.75 (4 std over 200 draws)
+    assert 0.6 < share < 0.9  # 3:1 -> 0.75 (the statistics are in test_sampler)
 
 
 def test_raise_mode_stops_naming_file_and_line(tmp_path, processor):

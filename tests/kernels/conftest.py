@@ -119,7 +119,9 @@ def _naive_attention(
     allowed = torch.zeros(total_q, total_k, dtype=torch.bool, device=q.device)
     q0 = k0 = 0
     for lq, lk in zip(lens_q, lens_k):
-        pos = torch.arange(lq, device=q.device)[:, None] + (lk - lq)  # query i sits at key position pos
+        pos = torch.arange(lq, device=q.device)[:, None] + (
+            lk - lq
+        )  # query i sits at key position pos
         j = torch.arange(lk, device=q.device)[None, :]
         ok = torch.ones(lq, lk, dtype=torch.bool, device=q.device)
         if left >= 0:

@@ -25,7 +25,9 @@ def _targets(config: pytest.Config) -> list[str]:
     for arg in config.args:
         file_part, sep, node = arg.partition("::")
         path = (start / file_part).resolve()
-        if path != Path(__file__).resolve() and (path == KERNEL_TESTS or KERNEL_TESTS in path.parents):
+        if path != Path(__file__).resolve() and (
+            path == KERNEL_TESTS or KERNEL_TESTS in path.parents
+        ):
             targets.append(f"{path}{sep}{node}")
     return targets or [str(KERNEL_TESTS)]
 
@@ -37,7 +39,15 @@ def test_kernel_tests_in_child_process(request, interpreter_in_process, part):
     selection = request.config.option.markexpr
     markexpr = f"({selection}) and {part}" if selection else part
     root = KERNEL_TESTS.parents[1]
-    cmd = [sys.executable, "-m", "pytest", *_targets(request.config), "-q", "-p", "no:cacheprovider"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pytest",
+        *_targets(request.config),
+        "-q",
+        "-p",
+        "no:cacheprovider",
+    ]
     cmd += ["-m", markexpr]
     env = {**os.environ, "TRITON_INTERPRET": "1"}
     result = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=1500)

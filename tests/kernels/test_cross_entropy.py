@@ -46,7 +46,7 @@ def test_matches_cross_entropy_on_full_logits(
         hidden = torch.randn(tokens, hidden_size, generator=gen).to(device, dtype).requires_grad_()
         weight = torch.randn(vocab, hidden_size, generator=gen).to(device, dtype).requires_grad_()
         labels = torch.randint(0, vocab, (tokens,), generator=gen).to(device)
-        labels[:: max(tokens // 4, 2)] = -100 if tokens > 1 else labels[0]
+        labels[:: max(tokens // 4, 2)] = -100 if tokens > 1 else int(labels[0])
         loss = linear_cross_entropy(hidden, weight, labels, impl=impl, **kwargs)
         grads = torch.autograd.grad(loss * 1.5, (hidden, weight))
         ref_in = [t.detach().float().requires_grad_() for t in (hidden, weight)]

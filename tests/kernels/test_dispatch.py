@@ -61,7 +61,9 @@ def test_bad_names_raise_config_error(monkeypatch, bad):
 def test_cpu_triton_without_interpreter_says_what_to_do(monkeypatch):
     compiled = types.SimpleNamespace(INTERPRETED=False)
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
-    with pytest.raises(KernelUnavailableError, match=r"TRITON_INTERPRET=1 is not in effect \(it is not set\)"):
+    with pytest.raises(
+        KernelUnavailableError, match=r"TRITON_INTERPRET=1 is not in effect \(it is not set\)"
+    ):
         check_device("flash_attn_varlen", torch.zeros(1), compiled)
     monkeypatch.setenv("TRITON_INTERPRET", "1")
     with pytest.raises(KernelUnavailableError, match=r"set only after .*Export TRITON_INTERPRET=1"):

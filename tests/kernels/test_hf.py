@@ -16,7 +16,9 @@ from afnext_kernels.errors import InputError
 NAME = afnext_kernels.register()
 
 
-@pytest.fixture(params=["reference", "triton"])
+# The Triton variants run the interpreter through whole models: second CI step (the kernels themselves are
+# checked against dense attention in test_attention.py).
+@pytest.fixture(params=["reference", pytest.param("triton", marks=pytest.mark.slow)])
 def impl(request, require_impl):
     require_impl(request.param, "cpu")
     afnext_kernels.set_default_impl(request.param)

@@ -50,6 +50,7 @@ def _step(model):
     }
 
 
+@pytest.mark.slow
 def test_tiny_musicflamingo_triton_matches_sdpa(require_impl):
     require_impl("triton", "cpu")
     transformers = pytest.importorskip("transformers")

@@ -90,7 +90,9 @@ class TemplateGenerator:
             list the present candidates and pad with absent labels of the timeline's vocabulary, so a
             question has fewer options only when the vocabulary is too small. ``cooccur`` always has 2
             (yes / no) and ``summary`` is always open.
-        samples_per_timeline: Most questions per audio file, each of a different type.
+        samples_per_timeline: Most questions per audio file.
+        questions_per_type: Most questions of one type per audio file (each about other events:
+            never two citing the same events); 1 gives one question of each type.
         margin: Seconds by which compared times must differ for a question to be asked.
         max_summary_events: Longer timelines get no ``summary`` question.
         paraphrase: Vary question wording (False: always the first wording).
@@ -99,6 +101,7 @@ class TemplateGenerator:
     question_types: Sequence[str] = QUESTION_TYPES
     choices: int = 4
     samples_per_timeline: int = 3
+    questions_per_type: int = 1
     margin: float = 0.25
     max_summary_events: int = 30
     paraphrase: bool = True
@@ -114,6 +117,8 @@ class TemplateGenerator:
             raise ConfigError(f"generator.choices must be 0 (open) or 2..10, got {self.choices}")
         if self.samples_per_timeline < 1:
             raise ConfigError("generator.samples_per_timeline must be >= 1")
+        if self.questions_per_type < 1:
+            raise ConfigError("generator.questions_per_type must be >= 1")
         self._makers: dict[str, Callable[[_Context], QASample | None]] = {
             "count": self._count,
             "order": self._order,
@@ -133,16 +138,20 @@ class TemplateGenerator:
         ctx = _Context(timeline, rng, timeline.of_kind("sound", "music", "speech"))
         order = list(dict.fromkeys(self.question_types))
         rng.shuffle(order)
-        samples = []
-        for question_type in order:
-            sample = self._makers[question_type](ctx)
-            if sample is None:
-                self._counts[f"not_askable.{question_type}"] += 1
-                continue
-            samples.append(sample)
-            self._counts[f"asked.{question_type}"] += 1
-            if len(samples) == self.samples_per_timeline:
-                break
+        samples: list[QASample] = []
+        asked: set[tuple[str, frozenset[Span]]] = set()
+        for round_ in range(self.questions_per_type):
+            for question_type in order:
+                sample = self._makers[question_type](ctx)
+                if sample is None or _key(sample) in asked:
+                    if round_ == 0:  # later rounds just find nothing new
+                        self._counts[f"not_askable.{question_type}"] += 1
+                    continue
+                samples.append(sample)
+                asked.add(_key(sample))
+                self._counts[f"asked.{question_type}"] += 1
+                if len(samples) == self.samples_per_timeline:
+                    return samples
         return samples
 
     def report(self) -> dict[str, Any]:
@@ -243,7 +252,7 @@ class TemplateGenerator:
         else:
             question = "Which of these sounds is heard first?"
         steps = [f"The {p.label} is first heard at {ctx.tag(p)}." for p in picked]
-        others = ", ".join(f"the {p.label} {ctx.tag(p)}" for p in picked[1:])
+        others = _and([f"the {p.label} {ctx.tag(p)}" for p in picked[1:]])
         steps.append(
             f"The {winner.label} {ctx.tag(winner)} starts before {others}, so it comes first."
         )
@@ -357,9 +366,11 @@ class TemplateGenerator:
             f"The {a.label} is heard at {ctx.tag(a)}.",
             f"The {b.label} is heard at {ctx.tag(b)}.",
         ]
-        if answer == "yes":
-            both = Event(max(a.onset, b.onset), min(a.offset, b.offset), "overlap")
-            steps.append(f"The {a.label} and the {b.label} overlap at {ctx.tag(both)}.")
+        if answer == "yes":  # cite the events themselves: every cited span is an annotated event
+            steps.append(
+                f"The {b.label} {ctx.tag(b)} starts before the {a.label} {ctx.tag(a)} ends, so they "
+                f"overlap for about {shared_seconds(a, b):.1f} seconds."
+            )
         else:
             steps.append(
                 f"The {b.label} {ctx.tag(b)} starts after the {a.label} {ctx.tag(a)} ends, "
@@ -409,6 +420,22 @@ class TemplateGenerator:
                 parts.append(f"the {event.label}")
         answer = "The recording holds " + ", then ".join(parts) + "."
         return QASample("summary", question, TACoTResponse(tuple(Step(s) for s in steps), answer))
+
+
+def _key(sample: QASample) -> tuple[str, frozenset[Span]]:
+    """What makes a question new: its type and the events its chain cites (wording and option order
+    aside, two questions citing the same events ask the same thing)."""
+    return sample.question_type, frozenset(sample.evidence)
+
+
+def shared_seconds(a: Event, b: Event) -> float:
+    """Seconds ``a`` and ``b`` overlap (0 when they do not)."""
+    return max(0.0, a.overlap(b))
+
+
+def _and(items: list[str]) -> str:
+    """``a``, ``a and b``, ``a, b and c``."""
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
 
 def _onset(event: Event) -> float:
