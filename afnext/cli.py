@@ -159,7 +159,11 @@ def _cmd_info(argv: list[str]) -> int:
         "all": type(model).__name__,
     }
     if args.json:
-        print(json.dumps({part: {**counts[part], "class": classes[part]} for part in counts}, indent=2))
+        print(
+            json.dumps(
+                {part: {**counts[part], "class": classes[part]} for part in counts}, indent=2
+            )
+        )
         return 0
     from rich.console import Console
     from rich.table import Table
@@ -235,8 +239,12 @@ def _cmd_chat(argv: list[str]) -> int:
         "The answer is streamed; --think also shows the <think> reasoning.",
     )
     parser.add_argument("question", help="the question (a <sound> placeholder is added if missing)")
-    parser.add_argument("--checkpoint", required=True, help="run, stage or model folder (afnext or HF)")
-    parser.add_argument("--audio", action="append", default=[], help="audio file (repeat for several)")
+    parser.add_argument(
+        "--checkpoint", required=True, help="run, stage or model folder (afnext or HF)"
+    )
+    parser.add_argument(
+        "--audio", action="append", default=[], help="audio file (repeat for several)"
+    )
     parser.add_argument("--think", action="store_true", help="show the <think> reasoning")
     parser.add_argument("--system", default=None, help="system prompt")
     parser.add_argument("--max-new-tokens", type=int, default=1024)
@@ -278,7 +286,10 @@ def _cmd_demo(argv: list[str]) -> int:
 
 
 COMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {
-    "train": (_cmd_train, "train (Hydra overrides, -m sweeps, curricula): afnext train experiment=tiny"),
+    "train": (
+        _cmd_train,
+        "train (Hydra overrides, -m sweeps, curricula): afnext train experiment=tiny",
+    ),
     "validate": (_cmd_validate, "validation loss / accuracy of a saved model"),
     "chat": (_cmd_chat, 'ask about audio: afnext chat --checkpoint DIR --audio FILE "question"'),
     "demo": (_cmd_demo, "CPU demo: data, training, held-out accuracy, one chat answer"),
@@ -309,9 +320,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return COMMANDS[command][0](rest)
-    except AfnextError as exc:
-        print(f"afnext {command}: error: {exc}", file=sys.stderr)
+    except Exception as exc:
+        cause = _afnext_cause(exc)
+        if cause is None:
+            raise
+        print(f"afnext {command}: error: {cause}", file=sys.stderr)
         return 1
+
+
+def _afnext_cause(exc: BaseException) -> AfnextError | None:
+    """The AfnextError behind ``exc``: itself, or the one Hydra's ``instantiate`` wrapped in an
+    ``InstantiationException`` (possibly several levels deep); ``None`` for any other error."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, AfnextError):
+            return current
+        seen.add(id(current))
+        current = current.__cause__
+    return None
 
 
 if __name__ == "__main__":

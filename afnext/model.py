@@ -136,7 +136,9 @@ class AudioLanguageModel(nn.Module):
         if "lora" in parts and not getattr(self.llm, "has_lora", False):
             raise ConfigError("trainable lists 'lora' but the LLM has no adapters: set llm.lora")
         if "lora" in parts and "llm" in parts:
-            raise ConfigError("trainable lists both 'llm' and 'lora'; train the full LLM or its adapters")
+            raise ConfigError(
+                "trainable lists both 'llm' and 'lora'; train the full LLM or its adapters"
+            )
         for part in PARTS:
             for name, param in self.part_parameters(part):
                 param.requires_grad_(part in parts and name not in self._fixed)
@@ -169,7 +171,9 @@ class AudioLanguageModel(nn.Module):
         enc = encoder_output_lengths(self.encoder, frame_lengths)
         return self.connector.output_lengths(enc).to(torch.long)
 
-    def _window_index(self, input_ids: torch.Tensor | None, window_tokens: torch.Tensor) -> torch.Tensor:
+    def _window_index(
+        self, input_ids: torch.Tensor | None, window_tokens: torch.Tensor
+    ) -> torch.Tensor:
         """Index of each window within its own audio, from the runs of ``<sound>`` slots in ``input_ids``.
 
         Follows transformers' ``MusicFlamingoModel._build_audio_timestamps``: each maximal run of audio
@@ -177,13 +181,17 @@ class AudioLanguageModel(nn.Module):
         """
         n_windows = window_tokens.shape[0]
         if input_ids is None:
-            raise InputError("the time embedding needs input_ids to tell which windows belong to which audio")
+            raise InputError(
+                "the time embedding needs input_ids to tell which windows belong to which audio"
+            )
         slots = (input_ids == self.audio_token_id).to(torch.int8)
         edges = torch.diff(nn.functional.pad(slots, (1, 1)), dim=1)
         starts = torch.nonzero(edges == 1)[:, 1]
         ends = torch.nonzero(edges == -1)[:, 1]
         audio_lengths = (ends - starts).to(torch.long)  # (A,) in row-major order
-        win_start = torch.cumsum(window_tokens, 0) - window_tokens  # (W,) first token of each window
+        win_start = (
+            torch.cumsum(window_tokens, 0) - window_tokens
+        )  # (W,) first token of each window
         audio_end = torch.cumsum(audio_lengths, 0)
         owner = torch.searchsorted(audio_end, win_start, right=True)  # (W,) audio of each window
         if n_windows and int(owner.max()) >= audio_lengths.numel():
@@ -191,7 +199,9 @@ class AudioLanguageModel(nn.Module):
                 f"the audio yields {int(window_tokens.sum())} tokens but the prompt has "
                 f"{int(audio_lengths.sum())} <sound> slots"
             )
-        first_window = torch.searchsorted(owner, torch.arange(audio_lengths.numel(), device=owner.device))
+        first_window = torch.searchsorted(
+            owner, torch.arange(audio_lengths.numel(), device=owner.device)
+        )
         return torch.arange(n_windows, device=owner.device) - first_window[owner]
 
     def encode_audio(
@@ -287,7 +297,9 @@ class AudioLanguageModel(nn.Module):
                 raise InputError("forward needs input_ids or inputs_embeds")
             inputs_embeds = self.embed_inputs(input_ids, input_features, input_features_mask)
         elif input_features is not None:
-            raise InputError("give input_ids (with <sound> slots) together with input_features, not inputs_embeds")
+            raise InputError(
+                "give input_ids (with <sound> slots) together with input_features, not inputs_embeds"
+            )
         return self.llm(
             inputs_embeds=inputs_embeds, attention_mask=attention_mask, labels=labels, **kwargs
         )

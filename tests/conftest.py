@@ -42,6 +42,10 @@ def tiny_checkpoints(tmp_path_factory):
             encoder_ffn_dim=64,
             decoder_ffn_dim=64,
             vocab_size=100,
+            pad_token_id=0,
+            bos_token_id=1,
+            eos_token_id=2,
+            decoder_start_token_id=1,
         )
     )
     whisper.save_pretrained(root / "whisper")

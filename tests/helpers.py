@@ -31,7 +31,9 @@ def tiny_hf_configs(tokenizer, kind: str):
         Qwen2Config,
     )
 
-    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in ("<sound>", "<|sound_bos|>", "<|sound_eos|>")}
+    ids = {
+        t: tokenizer.convert_tokens_to_ids(t) for t in ("<sound>", "<|sound_bos|>", "<|sound_eos|>")
+    }
     audio = AudioFlamingo3EncoderConfig(
         num_mel_bins=128,
         num_hidden_layers=2,
@@ -50,7 +52,9 @@ def tiny_hf_configs(tokenizer, kind: str):
         max_position_embeddings=8192,
     )
     if kind == "af3":
-        return AudioFlamingo3Config(audio_config=audio, text_config=text, audio_token_id=ids["<sound>"])
+        return AudioFlamingo3Config(
+            audio_config=audio, text_config=text, audio_token_id=ids["<sound>"]
+        )
     return MusicFlamingoConfig(
         audio_config=audio,
         text_config=text,
@@ -95,7 +99,10 @@ def save_tiny_hf(folder: Path, kind: str, seed: int = 0):
 def chat(question: str, answer: str | None = None) -> list[dict]:
     """A one-turn conversation with one audio part before the question."""
     messages = [
-        {"role": "user", "content": [{"type": "audio", "audio": None}, {"type": "text", "text": question}]}
+        {
+            "role": "user",
+            "content": [{"type": "audio", "audio": None}, {"type": "text", "text": question}],
+        }
     ]
     if answer is not None:
         messages.append({"role": "assistant", "content": answer})

@@ -26,7 +26,12 @@ LLM = {
 }
 
 
-def build(connector=MLPConnector, time_embedding=True, lora=None, trainable=("encoder", "connector", "llm")):
+def build(
+    connector=MLPConnector,
+    time_embedding=True,
+    lora=None,
+    trainable=("encoder", "connector", "llm"),
+):
     torch.manual_seed(0)
     enc = AFWhisperEncoder(d_model=40, num_layers=1, num_heads=2, ffn_dim=64)
     llm = HFCausalLM(config=LLM, lora=lora)
@@ -48,7 +53,13 @@ def batch(model):
             {"role": "assistant", "content": "The second."},
         ],
         [
-            {"role": "user", "content": [{"type": "audio", "audio": tone_mix(33.0, 3)}, {"type": "text", "text": "Q?"}]},
+            {
+                "role": "user",
+                "content": [
+                    {"type": "audio", "audio": tone_mix(33.0, 3)},
+                    {"type": "text", "text": "Q?"},
+                ],
+            },
             {"role": "assistant", "content": "A."},
         ],
     ]
@@ -75,7 +86,9 @@ def test_window_index_restarts_per_audio(model, batch):
 
 
 def test_spliced_positions_carry_audio_and_text_is_untouched(model, batch):
-    embeds = model.embed_inputs(batch["input_ids"], batch["input_features"], batch["input_features_mask"])
+    embeds = model.embed_inputs(
+        batch["input_ids"], batch["input_features"], batch["input_features_mask"]
+    )
     plain = model.llm.embed(batch["input_ids"])
     slots = batch["input_ids"] == model.audio_token_id
     assert torch.equal(embeds[~slots], plain[~slots])
@@ -85,8 +98,11 @@ def test_spliced_positions_carry_audio_and_text_is_untouched(model, batch):
 def test_stack_connector_cuts_tokens_and_trains():
     m = build(connector=lambda in_dim, out_dim: FrameStackConnector(in_dim, out_dim, stack=5))
     proc = AudioProcessor.from_model(m, padding_side="right")
-    out = proc([[{"role": "user", "content": "<sound>x"}, {"role": "assistant", "content": "y"}]],
-               audio=[[tone_mix(2.0)]], return_labels=True)
+    out = proc(
+        [[{"role": "user", "content": "<sound>x"}, {"role": "assistant", "content": "y"}]],
+        audio=[[tone_mix(2.0)]],
+        return_labels=True,
+    )
     assert int((out["input_ids"] == m.audio_token_id).sum()) == 10  # 50 frames / 5
     loss = m(**out).loss
     loss.backward()
@@ -121,9 +137,13 @@ def test_mismatched_prompt_and_audio_are_clear_errors(model, batch):
 
 def test_generate_stops_on_im_end_and_samples(model, batch):
     im_end = model.llm.special_ids["im_end"]
-    # Bias the LM head so <|im_end|> always wins: generation must stop after one token.
-    with torch.no_grad():
-        model.llm.base.lm_head.weight[im_end] += 100.0
+
+    # Raise the <|im_end|> logit so it always wins: generation must stop after one token.
+    def favour_im_end(_module, _inputs, logits):
+        logits[..., im_end] += 1e4
+        return logits
+
+    hook = model.llm.base.lm_head.register_forward_hook(favour_im_end)
     try:
         out = model.generate(
             input_ids=batch["input_ids"][:1],
@@ -132,8 +152,7 @@ def test_generate_stops_on_im_end_and_samples(model, batch):
             max_new_tokens=5,
         )
     finally:
-        with torch.no_grad():
-            model.llm.base.lm_head.weight[im_end] -= 100.0
+        hook.remove()
     assert out.shape[1] == batch["input_ids"].shape[1] + 1 and out[0, -1] == im_end
     sampled = model.generate(
         input_ids=batch["input_ids"][:1],
@@ -148,7 +167,9 @@ def test_generate_stops_on_im_end_and_samples(model, batch):
 
 
 def test_afnext_checkpoint_round_trip_with_lora(tmp_path, batch):
-    m = build(lora={"r": 2, "target_modules": ["q_proj", "v_proj"]}, trainable=("lora", "connector")).eval()
+    m = build(
+        lora={"r": 2, "target_modules": ["q_proj", "v_proj"]}, trainable=("lora", "connector")
+    ).eval()
     with torch.no_grad():
         for name, p in m.named_parameters():
             if "lora_B" in name:

@@ -35,7 +35,12 @@ class _QFormerLayer(nn.Module):
         h = self.norm_self(q)
         q = q + self.self_attn(h, h, h, need_weights=False)[0]
         kv = self.norm_kv(kv)
-        q = q + self.cross_attn(self.norm_cross(q), kv, kv, key_padding_mask=pad, need_weights=False)[0]
+        q = (
+            q
+            + self.cross_attn(self.norm_cross(q), kv, kv, key_padding_mask=pad, need_weights=False)[
+                0
+            ]
+        )
         return q + self.ffn(self.norm_ffn(q))
 
 

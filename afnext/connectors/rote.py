@@ -87,15 +87,16 @@ class RotaryTimeEmbedding(nn.Module):
         Returns:
             ``(W, T, dim)``, same dtype.
         """
-        from afnext_kernels.rote import rote_reference
+        from afnext_kernels.rote import rote
 
         tokens = hidden.shape[1]
         timestamps = self.token_timestamps(window_index.to(hidden.device), tokens)
-        return rote_reference(
+        return rote(
             hidden,
             timestamps,
             window_duration=tokens / self.frame_rate,
             axis_dim=self.axis_dim,
             theta=self.theta,
             max_positions=self.max_positions,
+            impl=self.impl,
         )

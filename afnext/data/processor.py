@@ -179,9 +179,13 @@ class AudioProcessor:
                 parts_audio = [p for p in content if p.get("type") == "audio"]
                 text = "".join(p.get("text", "") for p in content if p.get("type") == "text")
                 for part in parts_audio:
-                    source = next((part[k] for k in ("audio", "path", "url", "array") if k in part), None)
+                    source = next(
+                        (part[k] for k in ("audio", "path", "url", "array") if k in part), None
+                    )
                     if source is None:
-                        raise InputError(f"message {i}: an audio part needs 'audio', 'path' or 'array'")
+                        raise InputError(
+                            f"message {i}: an audio part needs 'audio', 'path' or 'array'"
+                        )
                     audios.append(source)
                 content = AUDIO_TOKEN * len(parts_audio) + text
             if role == "assistant":
@@ -232,14 +236,20 @@ class AudioProcessor:
         Raises:
             InputError: Placeholders and audio disagree, a bad message, or a sample over ``max_length``.
         """
-        batch = [conversations] if conversations and isinstance(conversations[0], dict) else conversations
+        batch = (
+            [conversations]
+            if conversations and isinstance(conversations[0], dict)
+            else conversations
+        )
         if audio is not None and len(audio) != len(batch):
             raise InputError(f"got {len(batch)} conversations but audio for {len(audio)}")
         rows: list[tuple[list[int], list[int]]] = []
         feats: list[torch.Tensor] = []
         masks: list[torch.Tensor] = []
         for b, messages in enumerate(batch):
-            segments, part_audio = self.render(messages, add_generation_prompt=add_generation_prompt)
+            segments, part_audio = self.render(
+                messages, add_generation_prompt=add_generation_prompt
+            )
             given = [] if audio is None else audio[b]
             given = list(given) if isinstance(given, (list, tuple)) else [given]
             if part_audio and given:
@@ -247,7 +257,11 @@ class AudioProcessor:
             sources = part_audio or given
             n_slots = sum(text.count(AUDIO_TOKEN) for text, _ in segments)
             if n_slots != len(sources):
-                what = "audio was given but the prompt has no <sound> placeholder" if not n_slots else ""
+                what = (
+                    "audio was given but the prompt has no <sound> placeholder"
+                    if not n_slots
+                    else ""
+                )
                 raise InputError(
                     f"sample {b}: the prompt has {n_slots} <sound> placeholders but {len(sources)} audio "
                     f"inputs were given{'; ' + what if what else ''}"

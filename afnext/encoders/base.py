@@ -22,7 +22,13 @@ from typing import Literal, Protocol, runtime_checkable
 
 import torch
 
-__all__ = ["AudioEncoder", "InputKind", "encoder_input_kind", "encoder_output_lengths", "input_rate"]
+__all__ = [
+    "AudioEncoder",
+    "InputKind",
+    "encoder_input_kind",
+    "encoder_output_lengths",
+    "input_rate",
+]
 
 InputKind = Literal["log_mel", "waveform"]
 

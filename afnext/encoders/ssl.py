@@ -27,7 +27,8 @@ class SSLSpeechEncoder(nn.Module):
         model_type: ``hubert``, ``wavlm`` or ``wav2vec2`` (ignored when ``path`` is given).
         config: Sizes for a randomly initialised model (transformers config keys).
         path: Local checkpoint folder to load instead (``config.json`` + weights).
-        attn_implementation: transformers attention back end.
+        attn_implementation: transformers attention back end; ``None`` lets transformers pick (SDPA where
+            the architecture supports it: HuBERT and wav2vec2 do, WavLM runs eager).
         sampling_rate: Input sample rate (16 kHz for all of these models).
     """
 
@@ -39,7 +40,7 @@ class SSLSpeechEncoder(nn.Module):
         model_type: str = "hubert",
         config: dict[str, Any] | None = None,
         path: str | None = None,
-        attn_implementation: str = "sdpa",
+        attn_implementation: str | None = None,
         sampling_rate: int = 16000,
     ) -> None:
         super().__init__()
@@ -47,7 +48,9 @@ class SSLSpeechEncoder(nn.Module):
 
         if path is not None:
             if not Path(path, "config.json").is_file():
-                raise CheckpointError(f"{path}: not a transformers checkpoint folder (no config.json)")
+                raise CheckpointError(
+                    f"{path}: not a transformers checkpoint folder (no config.json)"
+                )
             self.model = AutoModel.from_pretrained(path, attn_implementation=attn_implementation)
         else:
             if model_type not in _SUPPORTED:
@@ -58,12 +61,16 @@ class SSLSpeechEncoder(nn.Module):
             self.model = AutoModel.from_config(cfg, attn_implementation=attn_implementation)
         cfg = self.model.config
         if cfg.model_type not in _SUPPORTED:
-            raise CheckpointError(f"{path}: model_type {cfg.model_type!r} is not one of {_SUPPORTED}")
+            raise CheckpointError(
+                f"{path}: model_type {cfg.model_type!r} is not one of {_SUPPORTED}"
+            )
         self.out_dim = int(cfg.hidden_size)
         self.sampling_rate = sampling_rate
         self.frame_rate = sampling_rate / math.prod(cfg.conv_stride)
         samples = int(self.window_seconds * sampling_rate)
-        for kernel, stride in zip(cfg.conv_kernel, cfg.conv_stride):  # python ints: works on meta too
+        for kernel, stride in zip(
+            cfg.conv_kernel, cfg.conv_stride
+        ):  # python ints: works on meta too
             samples = (samples - kernel) // stride + 1
         self.tokens_per_window = samples
         # Models with group-norm feature extractors were trained without an attention mask: padding is
@@ -75,8 +82,10 @@ class SSLSpeechEncoder(nn.Module):
         cfg = self.model.config.to_dict()
         return {
             "model_type": cfg["model_type"],
-            "config": {k: v for k, v in cfg.items() if k not in ("model_type", "transformers_version")},
-            "attn_implementation": self.model.config._attn_implementation or "sdpa",
+            "config": {
+                k: v for k, v in cfg.items() if k not in ("model_type", "transformers_version")
+            },
+            "attn_implementation": self.model.config._attn_implementation,
             "sampling_rate": self.sampling_rate,
         }
 

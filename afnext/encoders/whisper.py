@@ -127,7 +127,11 @@ class AFWhisperEncoder(nn.Module):
 
     @classmethod
     def from_pretrained(
-        cls, path: str | Path, *, attn_implementation: str = "sdpa", dtype: torch.dtype | None = None
+        cls,
+        path: str | Path,
+        *,
+        attn_implementation: str = "sdpa",
+        dtype: torch.dtype | None = None,
     ) -> AFWhisperEncoder:
         """Load from a Whisper, AF3, Music Flamingo / AF-Next, or bare encoder checkpoint folder.
 

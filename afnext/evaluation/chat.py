@@ -101,9 +101,7 @@ def chat(
     """
     from transformers.generation.streamers import BaseStreamer
 
-    model, processor = (
-        checkpoint if isinstance(checkpoint, tuple) else load_for_chat(checkpoint)
-    )
+    model, processor = checkpoint if isinstance(checkpoint, tuple) else load_for_chat(checkpoint)
     out = out or sys.stdout
     if "<sound>" not in question:
         question = "<sound>" * len(audio) + question

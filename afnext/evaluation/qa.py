@@ -141,7 +141,9 @@ def evaluate_manifest(
     predictions = []
     per_type: dict[str, list[bool]] = {}
     for row, answer in zip(rows, answers):
-        correct = answer_correct(final_answer(answer), final_answer(row["reference"]), row["choices"])
+        correct = answer_correct(
+            final_answer(answer), final_answer(row["reference"]), row["choices"]
+        )
         per_type.setdefault(row["question_type"], []).append(correct)
         predictions.append(
             {

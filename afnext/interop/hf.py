@@ -77,7 +77,9 @@ def load_hf(
     config = read_config(path)
     model_type = config.get("model_type")
     if model_type not in HF_MODEL_TYPES:
-        raise CheckpointError(f"{path}/config.json: model_type {model_type!r} is not one of {HF_MODEL_TYPES}")
+        raise CheckpointError(
+            f"{path}/config.json: model_type {model_type!r} is not one of {HF_MODEL_TYPES}"
+        )
     if "text_config" not in config:
         raise CheckpointError(f"{path}/config.json: no text_config")
     enc = _encoder_config_dict(config, path)
@@ -94,7 +96,9 @@ def load_hf(
             activation_function=enc.get("activation_function", "gelu"),
             attn_implementation=attn_implementation,
         )
-        llm = HFCausalLM(config=text_config, tokenizer=str(path), attn_implementation=attn_implementation)
+        llm = HFCausalLM(
+            config=text_config, tokenizer=str(path), attn_implementation=attn_implementation
+        )
         connector = MLPConnector(
             in_dim=encoder.out_dim,
             out_dim=llm.hidden_size,
@@ -194,7 +198,9 @@ def save_hf(model: Any, path: str | Path) -> Path:
         )
     te = model.time_embedding
     if te is not None and not (
-        isinstance(te, RotaryTimeEmbedding) and te.max_positions == int(te.theta) and te.frame_rate == 25.0
+        isinstance(te, RotaryTimeEmbedding)
+        and te.max_positions == int(te.theta)
+        and te.frame_rate == 25.0
     ):
         raise CheckpointError(
             "format='hf' supports no time embedding (AF3) or RoTE with max_positions == theta at 25 Hz "
@@ -257,4 +263,6 @@ def _export_key(key: str) -> str:
     for prefix, target in _EXPORT_RULES:
         if key.startswith(prefix):
             return target + key[len(prefix) :]
-    raise CheckpointError(f"format='hf': weight {key!r} has no place in an AF3 / Music Flamingo checkpoint")
+    raise CheckpointError(
+        f"format='hf': weight {key!r} has no place in an AF3 / Music Flamingo checkpoint"
+    )

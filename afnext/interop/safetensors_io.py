@@ -91,7 +91,9 @@ def _shards(folder: Path, index_name: str, single_name: str) -> list[Path]:
         names = sorted(set(index.get("weight_map", {}).values()))
         missing = [n for n in names if not (folder / n).is_file()]
         if missing:
-            raise CheckpointError(f"{folder / index_name}: lists shards that are missing: {missing}")
+            raise CheckpointError(
+                f"{folder / index_name}: lists shards that are missing: {missing}"
+            )
         return [folder / n for n in names]
     return [folder / single_name]
 

@@ -68,7 +68,9 @@ class HFCausalLM(nn.Module):
         from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
         if (path is None) == (config is None):
-            raise ConfigError("llm: give exactly one of llm.path (a checkpoint folder) or llm.config")
+            raise ConfigError(
+                "llm: give exactly one of llm.path (a checkpoint folder) or llm.config"
+            )
         torch_dtype = _dtype(dtype)
         if path is not None:
             if not Path(path, "config.json").is_file():
@@ -92,9 +94,13 @@ class HFCausalLM(nn.Module):
             )
         tok_path = tokenizer or path or str(TINY_TOKENIZER_DIR)
         try:
-            self.tokenizer = AutoTokenizer.from_pretrained(tok_path, trust_remote_code=trust_remote_code)
+            self.tokenizer = AutoTokenizer.from_pretrained(
+                tok_path, trust_remote_code=trust_remote_code
+            )
         except (OSError, ValueError) as exc:
-            raise CheckpointError(f"llm.tokenizer={tok_path}: cannot load a tokenizer ({exc})") from exc
+            raise CheckpointError(
+                f"llm.tokenizer={tok_path}: cannot load a tokenizer ({exc})"
+            ) from exc
         self.path, self.tokenizer_path = path, tokenizer
         ensure_audio_tokens(self.tokenizer)
         if len(self.tokenizer) > self.model.get_input_embeddings().num_embeddings:
@@ -104,7 +110,9 @@ class HFCausalLM(nn.Module):
         if self.lora_config:
             self._add_lora(self.lora_config)
         if gradient_checkpointing:
-            self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            self.model.gradient_checkpointing_enable(
+                gradient_checkpointing_kwargs={"use_reentrant": False}
+            )
         self.attn_implementation = attn_implementation
 
     def _add_lora(self, lora: dict[str, Any]) -> None:
@@ -139,7 +147,9 @@ class HFCausalLM(nn.Module):
         """Id of a token that must exist in the vocabulary."""
         tid = self.tokenizer.convert_tokens_to_ids(token)
         if tid is None or tid == self.tokenizer.unk_token_id:
-            raise ConfigError(f"token {token!r} is not in the tokenizer {self.tokenizer.name_or_path}")
+            raise ConfigError(
+                f"token {token!r} is not in the tokenizer {self.tokenizer.name_or_path}"
+            )
         return int(tid)
 
     @property

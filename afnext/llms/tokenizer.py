@@ -68,7 +68,9 @@ def ensure_audio_tokens(tokenizer: Any) -> list[str]:
     wanted = [IM_START, IM_END, AUDIO_TOKEN, AUDIO_BOS_TOKEN, AUDIO_EOS_TOKEN]
     missing = [t for t in wanted if t not in vocab]
     if missing:
-        tokenizer.add_special_tokens({"additional_special_tokens": missing}, replace_extra_special_tokens=False)
+        tokenizer.add_special_tokens(
+            {"additional_special_tokens": missing}, replace_extra_special_tokens=False
+        )
     if tokenizer.pad_token is None:
         tokenizer.pad_token = ENDOFTEXT if ENDOFTEXT in tokenizer.get_vocab() else IM_END
     if not getattr(tokenizer, "chat_template", None):

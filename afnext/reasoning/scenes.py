@@ -19,7 +19,9 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 
 import numpy as np
+import torch
 
+from afnext.audio.resample import resample
 from afnext.errors import ConfigError, DataError
 from afnext.reasoning.timeline import Event, Timeline, Word
 
@@ -101,18 +103,8 @@ def espeak_available() -> bool:
 
 
 def _resample(signal: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
-    """Band-limited resampling by FFT (truncating the spectrum); for short clips such as words.
-
-    The clip is zero-padded to a power of two first: FFT sizes with large prime factors are slow.
-    """
-    if sr_in == sr_out:
-        return signal
-    n_pad = 1 << max(1, (len(signal) - 1).bit_length())
-    padded = np.zeros(n_pad)
-    padded[: len(signal)] = signal
-    n_out = round(n_pad * sr_out / sr_in)
-    spectrum = np.fft.rfft(padded)[: n_out // 2 + 1]
-    return np.fft.irfft(spectrum, n_out)[: round(len(signal) * sr_out / sr_in)] * (n_out / n_pad)
+    """Resample a short clip (a spoken word) with the project's resampler."""
+    return resample(torch.from_numpy(np.asarray(signal, dtype=np.float32)), sr_in, sr_out).numpy()
 
 
 @lru_cache(maxsize=64)

@@ -57,7 +57,9 @@ class SkippedSamples(pl.Callback):
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:  # type: ignore[override]
         self._account(pl_module, batch, "train")
 
-    def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0) -> None:  # type: ignore[override]
+    def on_validation_batch_start(
+        self, trainer, pl_module, batch, batch_idx, dataloader_idx=0
+    ) -> None:  # type: ignore[override]
         self._account(pl_module, batch, "val")
 
     def on_train_end(self, trainer, pl_module) -> None:  # type: ignore[override]
@@ -110,4 +112,6 @@ class PredictionTable(pl.Callback):
                     ]
                     for r in rows
                 ]
-                logger.log_table("val/predictions", columns=columns, data=data, step=trainer.global_step)
+                logger.log_table(
+                    "val/predictions", columns=columns, data=data, step=trainer.global_step
+                )

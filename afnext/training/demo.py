@@ -83,7 +83,8 @@ def run_demo(overrides: Sequence[str] = ()) -> dict[str, Any]:
     question = row["messages"][-1]["content"]
     console.rule("afnext chat")
     console.print(
-        f"$ afnext chat --checkpoint {run_dir} --audio {row['sounds'][0]} {question!r}", highlight=False
+        f"$ afnext chat --checkpoint {run_dir} --audio {row['sounds'][0]} {question!r}",
+        highlight=False,
     )
     chat((model, processor), row["sounds"], question, max_new_tokens=int(cfg.demo.max_new_tokens))
     console.print(f"reference: {row['reference']}")

@@ -48,7 +48,9 @@ def wandb_logger(
     from lightning.pytorch.loggers import WandbLogger
 
     if offline == "auto":
-        offline = os.environ.get("WANDB_MODE") in ("offline", "dryrun") or not wandb_has_credentials()
+        offline = (
+            os.environ.get("WANDB_MODE") in ("offline", "dryrun") or not wandb_has_credentials()
+        )
     Path(save_dir).mkdir(parents=True, exist_ok=True)
     logger = WandbLogger(
         save_dir=save_dir,

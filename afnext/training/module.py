@@ -33,7 +33,9 @@ def warmup_cosine(step: int, *, warmup_steps: int, total_steps: int, min_lr_rati
     return min_lr_ratio + (1.0 - min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def prompt_batch(batch: Mapping[str, Any], pad_token_id: int) -> tuple[dict[str, Any], list[list[int]]]:
+def prompt_batch(
+    batch: Mapping[str, Any], pad_token_id: int
+) -> tuple[dict[str, Any], list[list[int]]]:
     """Cut each sample at its first labelled token: the prompt (left-padded, for ``generate``) and the target.
 
     Args:
@@ -145,9 +147,13 @@ class AudioLanguageModule(pl.LightningModule):
             lr = self.part_lr(part)
             for params, wd, tag in ((decay, self.weight_decay, ""), (no_decay, 0.0, "_no_decay")):
                 if params:
-                    groups.append({"params": params, "lr": lr, "weight_decay": wd, "name": part + tag})
+                    groups.append(
+                        {"params": params, "lr": lr, "weight_decay": wd, "name": part + tag}
+                    )
         if not groups:
-            raise ConfigError(f"nothing to train: trainable={list(self.trainable)} has no parameters")
+            raise ConfigError(
+                f"nothing to train: trainable={list(self.trainable)} has no parameters"
+            )
         fused = self.device.type == "cuda"
         optimizer = torch.optim.AdamW(groups, betas=self.betas, fused=fused)
         total = int(self.trainer.estimated_stepping_batches) if self._trainer is not None else 1

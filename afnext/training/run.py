@@ -177,7 +177,9 @@ def train(cfg: DictConfig) -> Path:
                 previous = folder / "model"
             continue
         if is_done(folder):
-            console.print(f"[green]stage {stage.name}: done earlier[/] ({read_done(folder)['steps']} steps)")
+            console.print(
+                f"[green]stage {stage.name}: done earlier[/] ({read_done(folder)['steps']} steps)"
+            )
             previous = final = folder / "model"
             continue
         console.rule(f"stage {index + 1}/{len(all_stages)}: {stage.name}")
@@ -199,6 +201,8 @@ def train(cfg: DictConfig) -> Path:
                 f"stage {stage.name} stopped at step {trainer.global_step} of {stage.max_steps}: the data ran "
                 "out. Raise trainer.max_epochs or lower the stage's max_steps."
             )
+        # The stage's end state, whatever the validation cadence: last.ckpt is where a resume starts.
+        trainer.save_checkpoint(last)
         model.save_pretrained(folder / "model")
         mark_done(folder, {"stage": stage.name, "steps": trainer.global_step})
         previous = final = folder / "model"

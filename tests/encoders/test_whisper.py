@@ -16,7 +16,12 @@ def _tiny(**kw) -> AFWhisperEncoder:
 def test_window_yields_750_tokens_at_25_hz():
     enc = _tiny()
     assert enc.out_dim == 32 and enc.frame_rate == 25.0 and enc.tokens_per_window == 750
-    assert enc.output_lengths(torch.tensor([3000, 1234, 1, 4])).tolist() == [750, 308, 0, 1]  # transformers AF3: (n-1)//2+1 then (c-2)//2+1
+    assert enc.output_lengths(torch.tensor([3000, 1234, 1, 4])).tolist() == [
+        750,
+        308,
+        0,
+        1,
+    ]  # transformers AF3: (n-1)//2+1 then (c-2)//2+1
 
 
 def test_forward_shapes_and_padded_tail_mask():

@@ -14,7 +14,9 @@ import torch
 from afnext import AudioLanguageModel
 from tests.helpers import chat, save_tiny_hf, tone_mix
 
-pytestmark = pytest.mark.slow  # each case runs a 4-window encoder several times (about a minute in all)
+pytestmark = (
+    pytest.mark.slow
+)  # each case runs a 4-window encoder several times (about a minute in all)
 
 ATOL = 1e-4
 
@@ -29,7 +31,9 @@ def pair(request, tmp_path_factory):
     tok = processor.tokenizer
     texts = [
         tok.apply_chat_template(chat("What is it?"), tokenize=False, add_generation_prompt=True),
-        tok.apply_chat_template(chat("How many beeps?"), tokenize=False, add_generation_prompt=True),
+        tok.apply_chat_template(
+            chat("How many beeps?"), tokenize=False, add_generation_prompt=True
+        ),
     ]
     # 3 s, and 65 s = three windows with a 5 s tail: the batch mixes lengths and padding.
     inputs = processor(text=texts, audio=[tone_mix(3.0, 1), tone_mix(65.0, 2)], padding=True)

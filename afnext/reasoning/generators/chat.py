@@ -52,21 +52,33 @@ class TransformersChat:
     device: str = "cpu"
     dtype: str = "float32"
     trust_remote_code: bool = False
+    _tokenizer: Any = field(default=None, init=False, repr=False)
     _loaded: tuple[Any, Any] | None = field(default=None, init=False, repr=False)
+
+    def _check_folder(self) -> None:
+        if not Path(self.model_path).is_dir():
+            raise ConfigError(
+                f"generator.client.model_path {self.model_path!r} is not a folder; give a local "
+                "folder written by save_pretrained (models are never downloaded here)"
+            )
+
+    def tokenizer(self) -> Any:
+        """The tokenizer, loaded on first use (without the model)."""
+        if self._tokenizer is None:
+            self._check_folder()
+            from transformers import AutoTokenizer
+
+            self._tokenizer = AutoTokenizer.from_pretrained(
+                self.model_path, trust_remote_code=self.trust_remote_code, local_files_only=True
+            )
+        return self._tokenizer
 
     def _load(self) -> tuple[Any, Any]:
         if self._loaded is None:
-            if not Path(self.model_path).is_dir():
-                raise ConfigError(
-                    f"generator.client.model_path {self.model_path!r} is not a folder; give a local "
-                    "folder written by save_pretrained (models are never downloaded here)"
-                )
+            self._check_folder()
             import torch
-            from transformers import AutoModelForCausalLM, AutoTokenizer
+            from transformers import AutoModelForCausalLM
 
-            tokenizer = AutoTokenizer.from_pretrained(
-                self.model_path, trust_remote_code=self.trust_remote_code, local_files_only=True
-            )
             model = AutoModelForCausalLM.from_pretrained(
                 self.model_path,
                 dtype=getattr(torch, self.dtype),
@@ -74,13 +86,13 @@ class TransformersChat:
                 local_files_only=True,
             ).to(self.device)
             model.eval()
-            self._loaded = (tokenizer, model)
+            self._loaded = (self.tokenizer(), model)
         return self._loaded
 
     def prompt_text(self, messages: list[Message]) -> str:
         """The text the model is prompted with: the tokenizer's chat template when it has one, else a
         plain ``### Role:`` layout ending with ``### Assistant:\\n``."""
-        tokenizer, _ = self._load()
+        tokenizer = self.tokenizer()
         if getattr(tokenizer, "chat_template", None):
             return tokenizer.apply_chat_template(
                 messages, tokenize=False, add_generation_prompt=True
