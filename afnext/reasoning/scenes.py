@@ -102,11 +102,6 @@ def espeak_available() -> bool:
     return shutil.which("espeak-ng") is not None
 
 
-def _resample(signal: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
-    """Resample a short clip (a spoken word) with the project's resampler."""
-    return resample(torch.from_numpy(np.asarray(signal, dtype=np.float32)), sr_in, sr_out).numpy()
-
-
 @lru_cache(maxsize=64)
 def _espeak_words(voice: str, words: tuple[str, ...]) -> dict[str, np.ndarray]:
     """Synthesize ``words`` with one ``espeak-ng`` call and cut the output into one clip per word.
@@ -140,7 +135,7 @@ def _espeak_words(voice: str, words: tuple[str, ...]) -> dict[str, np.ndarray]:
             "use plain lowercase words in source.phrases (no punctuation or numbers)"
         )
     return {
-        w: _resample(audio[s:e], sr, SAMPLE_RATE).astype(np.float32)
+        w: resample(torch.from_numpy(audio[s:e].astype(np.float32)), sr, SAMPLE_RATE).numpy()
         for w, s, e in zip(words, starts, ends)
     }
 
