@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from afnext.errors import CheckpointError, ConfigError
+from afnext.llms.attention import prepare_attn_implementation
 
 __all__ = ["SSLSpeechEncoder"]
 
@@ -46,6 +47,7 @@ class SSLSpeechEncoder(nn.Module):
         super().__init__()
         from transformers import AutoConfig, AutoModel
 
+        attn_implementation = prepare_attn_implementation(attn_implementation)
         if path is not None:
             if not Path(path, "config.json").is_file():
                 raise CheckpointError(

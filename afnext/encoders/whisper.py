@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from afnext.errors import CheckpointError
+from afnext.llms.attention import prepare_attn_implementation
 
 __all__ = ["AFWhisperEncoder"]
 
@@ -72,7 +73,7 @@ class AFWhisperEncoder(nn.Module):
             max_source_positions=max_source_positions,
             activation_function=activation_function,
         )
-        config._attn_implementation = attn_implementation
+        config._attn_implementation = prepare_attn_implementation(attn_implementation)
         self.tower = AudioFlamingo3Encoder(config)
         self.out_dim = d_model
         self.n_mels = num_mel_bins

@@ -1,3 +1,3 @@
-"""afnext.llms."""
+"""afnext.llms: transformers causal LMs, tokenizers, attention back ends."""
 
 __all__: list[str] = []

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from afnext.errors import CheckpointError, ConfigError
+from afnext.llms.attention import prepare_attn_implementation
 from afnext.llms.tokenizer import (
     AUDIO_BOS_TOKEN,
     AUDIO_EOS_TOKEN,
@@ -72,6 +73,7 @@ class HFCausalLM(nn.Module):
                 "llm: give exactly one of llm.path (a checkpoint folder) or llm.config"
             )
         torch_dtype = _dtype(dtype)
+        attn_implementation = prepare_attn_implementation(attn_implementation)
         if path is not None:
             if not Path(path, "config.json").is_file():
                 raise CheckpointError(

@@ -35,6 +35,24 @@ def test_forward_shapes_and_padded_tail_mask():
     assert out_mask.sum(-1).tolist() == [750, 250]
 
 
+def test_packed_varlen_attention_matches_padded_sdpa():
+    """``attn_implementation=afnext_varlen`` (registered on demand) runs the windows as one packed call of
+    their valid frames; real tokens match padded SDPA (the reference kernel on CPU, float32)."""
+    torch.manual_seed(0)
+    sdpa = _tiny(max_source_positions=100)
+    torch.manual_seed(0)
+    packed = _tiny(max_source_positions=100, attn_implementation="afnext_varlen")
+    assert packed.arch_kwargs()["attn_implementation"] == "afnext_varlen"
+    feats = torch.randn(3, 128, 200)
+    mask = torch.ones(3, 200, dtype=torch.bool)
+    mask[2, 77:] = False  # partial last window
+    with torch.no_grad():
+        want, want_mask = sdpa(feats, mask)
+        got, got_mask = packed(feats, mask)
+    assert torch.equal(want_mask, got_mask) and int(got_mask[2].sum()) == 19
+    torch.testing.assert_close(got[got_mask], want[want_mask], rtol=1e-5, atol=1e-5)
+
+
 def test_matches_transformers_audio_tower(tmp_path):
     from transformers import AudioFlamingo3EncoderConfig
     from transformers.models.audioflamingo3.modeling_audioflamingo3 import AudioFlamingo3Encoder
