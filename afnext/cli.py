@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -177,6 +178,11 @@ def _cmd_info(argv: list[str]) -> int:
     return 0
 
 
+RELAUNCH_ENV = "AFNEXT_RELAUNCH_COMMAND"
+"""Set while a Hydra command runs. Lightning's DDP launcher starts each extra rank by re-running the script
+(``afnext`` or ``python -m afnext.cli``) with the overrides only; this names the command they belong to."""
+
+
 def _hydra_app(config_name: str, argv: list[str], task: Callable[[Any], Any]) -> int:
     """Run ``task(cfg)`` as a real Hydra application: run folders, ``-m`` multirun sweeps, ``--cfg``,
     ``--help``, with afnext's and the plugins' config folders on the search path."""
@@ -186,8 +192,11 @@ def _hydra_app(config_name: str, argv: list[str], task: Callable[[Any], Any]) ->
     extra = [f"file://{d}" for d in _search_dirs(None)]
     if extra and not any(a.startswith("hydra.searchpath") for a in args):
         args.append("hydra.searchpath=[" + ",".join(extra) + "]")
-    saved = sys.argv
-    sys.argv = [f"afnext {config_name}", *args]
+    if not any(a.startswith("hydra.job.name") for a in args):
+        args.append(f"hydra.job.name={config_name}")
+    saved, saved_env = sys.argv, os.environ.get(RELAUNCH_ENV)
+    sys.argv = [saved[0] if saved else "afnext", *args]  # Hydra parses the overrides from sys.argv
+    os.environ[RELAUNCH_ENV] = config_name
 
     @hydra.main(config_path=str(afnext_conf_dir()), config_name=config_name, version_base="1.3")
     def _app(cfg: Any) -> None:
@@ -197,6 +206,10 @@ def _hydra_app(config_name: str, argv: list[str], task: Callable[[Any], Any]) ->
         _app()
     finally:
         sys.argv = saved
+        if saved_env is None:
+            os.environ.pop(RELAUNCH_ENV, None)
+        else:
+            os.environ[RELAUNCH_ENV] = saved_env
     return 0
 
 
@@ -315,6 +328,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(_usage())
         return 0
     command, rest = args[0], args[1:]
+    relaunched = os.environ.get(RELAUNCH_ENV)
+    if command not in COMMANDS and "=" in command and relaunched in COMMANDS:
+        # A DDP rank that Lightning started with the overrides only.
+        command, rest = relaunched, args
     if command not in COMMANDS:
         print(f"afnext: unknown command {command!r}\n\n{_usage()}", file=sys.stderr)
         return 2

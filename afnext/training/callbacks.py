@@ -6,9 +6,7 @@ Each is a plain ``lightning.pytorch.Callback`` built from ``conf/callbacks/`` by
 from __future__ import annotations
 
 import json
-from collections import Counter
 from pathlib import Path
-from typing import Any
 
 import lightning.pytorch as pl
 from rich.console import Console
@@ -17,61 +15,49 @@ __all__ = ["PredictionTable", "SkippedSamples"]
 
 
 class SkippedSamples(pl.Callback):
-    """Counts the samples the data pipeline skipped, logs the counts by reason and prints the first few.
+    """Logs the samples the data pipeline skipped, by reason, and prints a summary when a stage ends.
 
-    Batches carry ``skipped``: a list of ``(where, reason)`` pairs (``where`` is ``file:line``) for the
-    samples dropped while building them (``data.on_error=skip``). Nothing is dropped silently: every skip
-    is counted here and the first ``print_first`` are printed with their file and line.
-
-    Args:
-        print_first: How many skip reasons to print in full.
+    The datamodule (:class:`afnext.data.datamodule.AudioDataModule`, ``data.on_error=skip``) counts every
+    skipped sample by reason and prints the first ``data.max_errors_printed`` with their ``file:line``; this
+    callback logs its cumulative counts (``train/skipped/<reason>``, ``train/skipped_samples``, same for
+    ``val``) and prints the totals at the end of training, so nothing is dropped silently.
     """
 
-    def __init__(self, print_first: int = 10) -> None:
-        self.print_first = print_first
-        self.counts: Counter[str] = Counter()
-        self.printed = 0
+    def __init__(self) -> None:
         self._console = Console(stderr=True)
 
     @staticmethod
-    def _kind(reason: str) -> str:
-        return reason.split(":", 1)[0].strip().replace(" ", "_")[:40] or "error"
+    def _counts(trainer: pl.Trainer, split: str) -> dict[str, int]:
+        datamodule = getattr(trainer, "datamodule", None)
+        if datamodule is None or not hasattr(datamodule, "skipped_counts"):
+            return {}
+        return datamodule.skipped_counts(split)
 
-    def _account(self, pl_module: pl.LightningModule, batch: Any, stage: str) -> None:
-        skipped = batch.get("skipped") if isinstance(batch, dict) else None
-        if not skipped:
+    def _log(self, trainer: pl.Trainer, split: str) -> None:
+        counts = self._counts(trainer, split)
+        if not counts:
             return
-        for where, reason in skipped:
-            self.counts[f"{stage}/{self._kind(reason)}"] += 1
-            if self.printed < self.print_first:
-                self._console.print(f"[yellow]skipped sample[/] {where}: {reason}")
-                self.printed += 1
-                if self.printed == self.print_first:
-                    self._console.print(
-                        f"[yellow]further skipped samples are counted, not printed "
-                        f"(callbacks.skipped_samples.print_first={self.print_first})[/]"
-                    )
-        total = sum(v for k, v in self.counts.items() if k.startswith(f"{stage}/"))
-        pl_module.log(f"{stage}/skipped_samples", float(total), reduce_fx="max")
+        metrics = {f"{split}/skipped/{reason}": float(n) for reason, n in counts.items()}
+        metrics[f"{split}/skipped_samples"] = float(sum(counts.values()))
+        for logger in trainer.loggers:
+            logger.log_metrics(metrics, step=trainer.global_step)
 
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:  # type: ignore[override]
-        self._account(pl_module, batch, "train")
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # type: ignore[override]
+        if (trainer.global_step + 1) % max(1, trainer.log_every_n_steps) == 0:
+            self._log(trainer, "train")
 
-    def on_validation_batch_start(
-        self, trainer, pl_module, batch, batch_idx, dataloader_idx=0
-    ) -> None:  # type: ignore[override]
-        self._account(pl_module, batch, "val")
+    def on_validation_epoch_end(self, trainer, pl_module) -> None:  # type: ignore[override]
+        if not trainer.sanity_checking:
+            self._log(trainer, "validate")
 
     def on_train_end(self, trainer, pl_module) -> None:  # type: ignore[override]
-        if self.counts:
-            self._console.print(f"[yellow]skipped samples by reason:[/] {dict(self.counts)}")
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"counts": dict(self.counts), "printed": self.printed}
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.counts = Counter(state_dict.get("counts", {}))
-        self.printed = int(state_dict.get("printed", 0))
+        self._log(trainer, "train")
+        for split in ("train", "validate"):
+            counts = self._counts(trainer, split)
+            if counts and trainer.is_global_zero:
+                self._console.print(
+                    f"[yellow]skipped {split} samples:[/] {sum(counts.values())} {dict(sorted(counts.items()))}"
+                )
 
 
 class PredictionTable(pl.Callback):

@@ -183,7 +183,14 @@ class AudioLanguageModule(pl.LightningModule):
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         self._step_start = time.perf_counter()
 
-    def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> torch.Tensor:
+    @staticmethod
+    def _empty(batch: Mapping[str, Any]) -> bool:
+        """Every sample of the batch was skipped (counted by the datamodule): nothing to compute."""
+        return batch.get("num_samples", batch["input_ids"].shape[0]) == 0
+
+    def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> torch.Tensor | None:
+        if self._empty(batch):
+            return None  # Lightning skips the backward and optimizer step
         out = self(**batch)
         size = batch["input_ids"].shape[0]
         self.log("train/loss", out.loss, prog_bar=True, batch_size=size)
@@ -204,7 +211,9 @@ class AudioLanguageModule(pl.LightningModule):
     def on_validation_epoch_start(self) -> None:
         self.predictions = []
 
-    def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> torch.Tensor:
+    def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> torch.Tensor | None:
+        if self._empty(batch):
+            return None
         out = self(**batch)
         size = batch["input_ids"].shape[0]
         self.log("val/loss", out.loss, prog_bar=True, batch_size=size, sync_dist=True)

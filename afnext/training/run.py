@@ -161,11 +161,15 @@ def _stages(cfg: DictConfig) -> list[Stage]:
 def train(cfg: DictConfig) -> Path:
     """Run every stage of ``cfg.curriculum`` (or ``cfg.stage`` alone); returns the final model folder."""
     import lightning.pytorch as pl
+    from lightning.pytorch.utilities import rank_zero_only
 
+    # Under DDP every rank runs this function; files are written by global rank 0 only.
+    main_rank = rank_zero_only.rank == 0
     pl.seed_everything(int(cfg.seed), workers=True)
     run_dir = run_dir_of(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=False))
+    if main_rank:
+        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=False))
     all_stages = _stages(_without_stage(cfg))
     chosen = _stages(cfg)
     previous: Path | None = Path(cfg.init_from) if cfg.get("init_from") else None
@@ -202,12 +206,16 @@ def train(cfg: DictConfig) -> Path:
                 "out. Raise trainer.max_epochs or lower the stage's max_steps."
             )
         # The stage's end state, whatever the validation cadence: last.ckpt is where a resume starts.
-        trainer.save_checkpoint(last)
-        model.save_pretrained(folder / "model")
-        mark_done(folder, {"stage": stage.name, "steps": trainer.global_step})
+        trainer.save_checkpoint(last)  # collective: every rank calls it, rank 0 writes
+        if trainer.is_global_zero:
+            model.save_pretrained(folder / "model")
+            mark_done(folder, {"stage": stage.name, "steps": trainer.global_step})
+        trainer.strategy.barrier("afnext_stage_done")  # the next stage loads this stage's model
         previous = final = folder / "model"
     if final is None:
         raise ConfigError("no stage ran; check curriculum.stages and stage=")
+    if not main_rank:
+        return final
     from afnext.interop.safetensors_io import write_json
 
     write_json(run_dir / "final.json", {"model": str(final.resolve())})
