@@ -33,13 +33,21 @@ def build_demo_data(cfg: Any) -> Path:
     from afnext.cli import compose_config
 
     out = Path(cfg.paths.data_dir) / str(cfg.demo.dataset)
-    if all((out / f"{split}.jsonl").is_file() for split in ("train", "val", "test")):
-        console.print(f"[green]demo data:[/] reusing {out}")
-        return out
-    overrides = [*cfg.demo.build, f"out={out}"]
-    console.print(f"[cyan]building demo data[/] afnext data build {' '.join(overrides)}")
-    build_cfg = compose_config("data_build", overrides, subdir="reasoning")
-    instantiate(build_cfg.build, _convert_="all")
+    wanted = [*cfg.demo.build, f"out={out}"]
+    overrides = list(wanted)
+    # The overrides a build used are kept beside it: the same ones resume / reuse it (the builder skips
+    # finished shards), other ones (an older afnext's demo) rebuild it.
+    recorded = out / "demo_build.json"
+    used = json.loads(recorded.read_text()) if recorded.is_file() else None
+    if used == wanted:
+        console.print(f"[green]demo data:[/] {out} (built earlier)")
+    elif (out / "build.json").is_file():
+        console.print(f"[yellow]demo data in {out} was built with other settings: rebuilding it[/]")
+        overrides.append("overwrite=true")
+    else:
+        console.print(f"[cyan]building demo data[/] afnext data build {' '.join(overrides)}")
+    instantiate(compose_config("data_build", overrides, subdir="reasoning").build, _convert_="all")
+    recorded.write_text(json.dumps(wanted))
     return out
 
 
