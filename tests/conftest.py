@@ -13,6 +13,29 @@ os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+def _interpret_triton_without_cuda() -> None:
+    """Let the kernel tests run Triton on CPU in this process (and so on every xdist worker).
+
+    ``TRITON_INTERPRET=1`` only works when set before triton is first imported, and transformers imports triton,
+    so the kernels folder's own conftest is too late in a whole-suite run. Nothing else changes: ``impl="auto"``
+    still picks the PyTorch reference for CPU tensors.
+
+    No GPU is told from the device files, not ``torch.cuda``: importing torch here would hold up the xdist
+    controller (which runs no tests) by a whole torch import before it starts the workers. On a GPU machine with
+    a CPU build of torch this leaves the variable unset, and ``tests/kernels/conftest.py`` decides (it sets it
+    itself, or reruns the folder in a child process).
+    """
+    import glob
+    import sys
+
+    hidden = os.environ.get("CUDA_VISIBLE_DEVICES") in ("", "-1")
+    if (hidden or not glob.glob("/dev/nvidia[0-9]*")) and "triton" not in sys.modules:
+        os.environ.setdefault("TRITON_INTERPRET", "1")
+
+
+_interpret_triton_without_cuda()
+
+
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     import numpy as np

@@ -4,10 +4,12 @@
 builds its own ``@jit`` helpers (``tl.sum``, ``tl.zeros``, ...) at import (see ``afnext_kernels._triton``). On a
 host without CUDA this conftest sets it when it is loaded (and leaves it set), which is early enough when only
 this folder runs, since importing torch does not import triton. In a whole-suite run other folders have usually
-imported transformers, and with it triton, before this folder is collected: the interpreter cannot be switched on
-in that process any more, so every test of this folder is skipped there and ``test_child_process.py`` reruns the
-folder in a child process started with ``TRITON_INTERPRET=1`` (same ``-m`` selection). On a CUDA host nothing is
-changed: the kernels compile for the GPU and the CPU (interpreter) cases skip.
+imported transformers, and with it triton, before this folder is collected, so ``tests/conftest.py`` sets it before
+any test module is imported. Where triton was imported even earlier (a pytest plugin, say), the interpreter
+cannot be switched on in that process any more: every test of this folder is skipped there and
+``test_child_process.py`` reruns the folder in a child process started with ``TRITON_INTERPRET=1`` (same ``-m``
+selection).
+On a CUDA host nothing is changed: the kernels compile for the GPU and the CPU (interpreter) cases skip.
 """
 
 from __future__ import annotations

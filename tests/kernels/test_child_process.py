@@ -1,7 +1,7 @@
 """Reruns this folder in a child process under ``TRITON_INTERPRET=1`` when this process cannot interpret Triton.
 
-That happens in whole-suite runs on hosts without CUDA: another folder imported transformers (and with it triton)
-before this folder's conftest could set ``TRITON_INTERPRET=1`` (see ``conftest.py``). The folder's tests are then
+That happens on hosts without CUDA when triton was imported before ``tests/conftest.py`` could set
+``TRITON_INTERPRET=1`` (see this folder's ``conftest.py``); normally it is not, and this runner skips. The folder's tests are then
 skipped in this process and run here instead, with the same ``-m`` selection split into its fast and slow parts so
 each CI step runs its own share. Where the interpreter works in this process the runner skips.
 """

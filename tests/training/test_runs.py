@@ -1,0 +1,252 @@
+"""Whole training runs of ``experiment=tiny`` on small manifests: a SIGKILLed run resumes to the same
+weights as an uninterrupted one, DDP on two CPU processes, bad samples in the training set, and the tiny
+model presets overriding the experiment's, every pair of them across the groups."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from afnext.cli import compose_config
+from tests.data.test_dataset import write_corpus
+from tests.training.test_training import _manifest
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "WANDB_MODE": "offline"}
+
+
+def _overrides(tmp_path: Path, run: Path, *extra: str) -> list[str]:
+    train, val = _manifest(tmp_path, "train", 8), _manifest(tmp_path, "val", 4)
+    return [
+        "experiment=tiny",
+        "data=manifest",
+        f"data.train=[{train}]",
+        f"data.val=[{val}]",
+        "data.batch_size=4",
+        "data.num_workers=0",
+        "logger=csv",
+        "optim.warmup_steps=2",
+        "optim.module.generate_batches=0",
+        "trainer.limit_val_batches=1",
+        "trainer.log_every_n_steps=1",
+        f"paths.run_dir={run}",
+        f"run_name={run.name}",
+        *extra,
+    ]
+
+
+def _afnext_train(overrides: list[str], log: Path) -> subprocess.Popen:
+    with log.open("w") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "afnext.cli", "train", *overrides],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=ENV,
+        )
+
+
+def _weights(run: Path) -> dict[str, torch.Tensor]:
+    model = Path(json.loads((run / "final.json").read_text())["model"])
+    return {
+        name: tensor
+        for file in sorted(model.glob("*.safetensors"))
+        for name, tensor in load_file(file).items()
+    }
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)  # a whole `afnext train` process (SIGKILLed), and two runs in this one
+def test_sigkill_mid_run_then_resume_ends_with_the_uninterrupted_weights(tmp_path, capsys):
+    """Only the run that is killed is a child process; the uninterrupted and resumed runs call ``train``."""
+    from afnext.training.run import train
+
+    steps = ["trainer.max_steps=6", "trainer.val_check_interval=2"]
+    straight = tmp_path / "runs" / "straight"
+    train(compose_config("train", _overrides(tmp_path, straight, *steps)))
+
+    killed = tmp_path / "runs" / "killed"
+    overrides = _overrides(tmp_path, killed, *steps)
+    stage = killed / "stages" / "0_train"
+    proc = _afnext_train(overrides, tmp_path / "b.log")
+    last = stage / "checkpoints" / "last.ckpt"
+    deadline = time.monotonic() + 1500
+    while not last.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, (tmp_path / "b.log").read_text()[-4000:]
+    assert last.is_file() and not (stage / "DONE").exists()
+    stopped_at = torch.load(last, weights_only=False)["global_step"]
+    assert 2 <= stopped_at < 6
+
+    capsys.readouterr()
+    train(compose_config("train", overrides))
+    assert "resuming stage train" in capsys.readouterr().err
+    assert json.loads((stage / "DONE").read_text())["steps"] == 6
+    expected, got = _weights(straight), _weights(killed)
+    assert expected.keys() == got.keys()
+    for name in expected:
+        torch.testing.assert_close(got[name], expected[name], rtol=0, atol=0, msg=name)
+
+
+def _wait(proc: subprocess.Popen, log: Path, timeout: float = 1500) -> None:
+    try:
+        proc.wait(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, log.read_text()[-4000:]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)  # two processes: the CLI (rank 0) and the rank Lightning starts
+def test_ddp_on_two_cpu_processes(tmp_path):
+    run = tmp_path / "runs" / "ddp"
+    overrides = _overrides(
+        tmp_path,
+        run,
+        "trainer.strategy=ddp",
+        "trainer.devices=2",
+        "trainer.accelerator=cpu",
+        "trainer.max_steps=3",
+        "trainer.val_check_interval=3",
+    )
+    log = tmp_path / "ddp.log"
+    _wait(_afnext_train(overrides, log), log)
+    text = log.read_text()
+    assert "GLOBAL_RANK: 1, MEMBER: 2/2" in text, text[-4000:]
+    assert json.loads((run / "stages" / "0_train" / "DONE").read_text())["steps"] == 3
+    assert _weights(run)
+
+
+@pytest.mark.slow
+def test_bad_samples_are_skipped_counted_logged_and_printed(tmp_path, capsys, caplog):
+    import csv
+
+    from afnext.training.run import train
+
+    train_manifest = write_corpus(tmp_path / "corpus")
+    run = tmp_path / "runs" / "bad"
+    overrides = _overrides(
+        tmp_path,
+        run,
+        f"data.train=[{train_manifest}]",
+        "data.batch_size=2",
+        "data.max_errors_printed=3",
+        "trainer.max_steps=4",
+        "trainer.val_check_interval=4",
+    )
+    final = train(compose_config("train", overrides))
+    assert final.is_dir()
+    stage = run / "stages" / "0_train"
+    assert json.loads((stage / "DONE").read_text())["steps"] == 4
+
+    printed = [
+        r.getMessage() for r in caplog.records if r.getMessage().startswith("skipped sample")
+    ]
+    assert len(printed) == 3 and all(f"{train_manifest}:" in m for m in printed)
+    summary = capsys.readouterr().err
+    assert "skipped train samples:" in summary
+    for reason in ("missing_file", "unreadable_audio", "malformed_json", "placeholder_mismatch"):
+        assert reason in summary
+
+    rows = list(csv.DictReader((next(stage.rglob("metrics.csv"))).open()))
+    logged = {
+        key: max(float(r[key]) for r in rows if r.get(key))
+        for key in rows[0]
+        if key.startswith("train/skipped")
+    }
+    for reason in ("missing_file", "unreadable_audio", "malformed_json", "placeholder_mismatch"):
+        assert logged[f"train/skipped/{reason}"] >= 1
+    assert logged["train/skipped_samples"] >= 4
+
+
+GROUPS = ("encoder", "time_embedding", "connector", "llm")
+
+
+def _tiny_options() -> dict[str, list[str]]:
+    """Each model group's tiny presets (every time embedding and connector; encoders and LLMs named ``*_tiny*``)."""
+    from afnext.cli import config_groups
+
+    groups = config_groups()
+    return {
+        g: sorted(o for o in groups[g] if g not in ("encoder", "llm") or "_tiny" in o)
+        for g in GROUPS
+    }
+
+
+def _pairwise(options: dict[str, list[str]]) -> list[tuple[str, ...]]:
+    """A covering design: every pair of presets from two different groups is in at least one combination.
+
+    Every (encoder, connector) pair once; the time embedding and the LLM are picked by the index sum, which
+    walks every value of each against every encoder, every connector and each other (checked by
+    ``test_the_preset_combinations_cover_every_pair``). The cross product would be 96 combinations.
+    """
+    encoders, times, connectors, llms = (options[g] for g in GROUPS)
+    return [
+        (enc, times[(e + c) % len(times)], con, llms[(e + c) % len(llms)])
+        for (e, enc), (c, con) in itertools.product(enumerate(encoders), enumerate(connectors))
+    ]
+
+
+def _missing_pairs(options: dict[str, list[str]], combos: list[tuple[str, ...]]) -> set:
+    group_pairs = list(itertools.combinations(range(len(GROUPS)), 2))
+    wanted = {
+        (i, a, j, b) for i, j in group_pairs for a in options[GROUPS[i]] for b in options[GROUPS[j]]
+    }
+    return wanted - {(i, c[i], j, c[j]) for c in combos for i, j in group_pairs}
+
+
+def test_the_preset_combinations_cover_every_pair():
+    options = _tiny_options()
+    assert all(len(v) >= 2 for v in options.values()), options
+    assert not _missing_pairs(options, _pairwise(options))
+    # the check itself can fail: a design that pins the time embedding misses pairs
+    pinned = [(e, options["time_embedding"][0], c, m) for e, _, c, m in _pairwise(options)]
+    assert _missing_pairs(options, pinned)
+
+
+@pytest.mark.parametrize(
+    ("encoder", "time_embedding", "connector", "llm"), _pairwise(_tiny_options())
+)
+def test_tiny_preset_combinations_compute_a_loss(encoder, time_embedding, connector, llm):
+    """``experiment=tiny`` with four tiny presets on top builds, with real weights, each part the class its
+    preset names, and computes a finite loss; every pair of presets across the groups is in some case."""
+    from afnext.data.processor import AudioProcessor
+    from afnext.training.run import build_model
+    from tests.helpers import tone_mix
+
+    cfg = compose_config(
+        "train",
+        [
+            "experiment=tiny",
+            f"encoder={encoder}",
+            f"time_embedding={time_embedding}",
+            f"connector={connector}",
+            f"llm={llm}",
+        ],
+    )
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()
+    for part in ("encoder", "connector", "llm"):
+        assert type(getattr(model, part)).__name__ == cfg[part]._target_.rsplit(".", 1)[1], part
+    assert (model.time_embedding is None) == (time_embedding == "none")
+    processor = AudioProcessor.from_model(model, padding_side="right")
+    messages = [
+        {"role": "user", "content": "<sound>\nWhich sound comes first?"},
+        {"role": "assistant", "content": "(A) high tone"},
+    ]
+    batch = processor([messages], audio=[[tone_mix(1.5)]], return_labels=True)
+    with torch.no_grad():
+        out = model(**batch)
+    assert torch.isfinite(out.loss)
+    assert out.logits.shape[:2] == batch["input_ids"].shape
