@@ -113,7 +113,11 @@ def _cpu(args: argparse.Namespace) -> None:
     for name in names:
         cmd = [sys.executable, __file__, "--device", "cpu", "--child", name,
                "--tokens", str(args.tokens), "--vocab", str(args.vocab), "--hidden", str(args.hidden)]  # fmt: skip
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.child_timeout)
+        except subprocess.TimeoutExpired:
+            print(f"{name:<18}TIMED OUT after {args.child_timeout:g} s (raise --child-timeout)")
+            continue
         if proc.returncode:
             print(
                 f"{name:<18}FAILED: {proc.stderr.strip().splitlines()[-1] if proc.stderr else proc.returncode}"
@@ -191,6 +195,9 @@ def main() -> None:
     parser.add_argument("--vocab", type=int, default=None)
     parser.add_argument("--hidden", type=int, default=None)
     parser.add_argument("--rep-ms", type=int, default=300)
+    parser.add_argument(
+        "--child-timeout", type=float, default=900, help="CPU: seconds per variant's child process"
+    )
     parser.add_argument("--smoke", action="store_true", help="tiny shapes (same as BENCH_SMOKE=1)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
