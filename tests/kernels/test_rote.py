@@ -15,7 +15,7 @@ from afnext_kernels.errors import InputError
 
 
 def _timestamps(
-    windows: list[int], tokens: int, step: float = 0.04, window: float = 30.0
+    windows: list[float], tokens: int, step: float = 0.04, window: float = 30.0
 ) -> torch.Tensor:
     """``(W, T)`` seconds: window ``w`` starts at ``windows[w] * window`` and advances ``step`` per token."""
     starts = torch.tensor(windows, dtype=torch.float32)[:, None] * window
@@ -52,8 +52,11 @@ def test_reference_equals_transformers_musicflamingo(dtype):
     assert torch.equal(got, want)
 
 
+# The third case has tiles of pass-through channels only (a plain copy in the kernel) and an odd width; the last
+# starts its windows half-way (15 s, 45 s, 75 s), where the window index rounds half to even as torch.round does.
 @pytest.mark.parametrize(
-    ("windows", "tokens", "channels", "axis_dim"), [([0, 59], 100, 38, 8), ([3], 17, 33, 16)]
+    ("windows", "tokens", "channels", "axis_dim"),
+    [([0, 59], 100, 38, 8), ([3], 17, 33, 16), ([1, 2], 9, 151, 8), ([0.5, 1.5, 2.5], 5, 40, 8)],
 )
 def test_triton_matches_reference(require_impl, device, windows, tokens, channels, axis_dim):
     require_impl("triton", device)
