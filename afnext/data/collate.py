@@ -66,7 +66,8 @@ class Collator:
             ``input_features`` ``(W, n_mels, frames)`` and ``input_features_mask`` ``(W, frames)``: every
             window of every sample, in the order the ``<sound>`` slots appear in the flattened ids (absent when
             no sample has audio); ``audio_seconds`` (float, sum), ``num_tokens`` (int, real tokens),
-            ``num_samples`` (int), ``ids`` / ``where`` (per sample, in row order), ``skipped`` (list of
+            ``num_samples`` (int), ``ids`` / ``where`` / ``sounds`` (first audio path or None) / ``questions`` (the
+            last user turn before the answer) / ``choices`` (options, or empty) per sample, in row order; ``skipped`` (list of
             :class:`Skipped`). When every item was skipped, the tensors have shape ``(0, 0)`` and
             ``num_samples`` is 0: the training step should do nothing for such a batch.
         """
@@ -89,6 +90,9 @@ class Collator:
         batch["num_samples"] = len(samples)
         batch["ids"] = [samples[i]["id"] for i in order]
         batch["where"] = [samples[i]["where"] for i in order]
+        batch["sounds"] = [samples[i].get("sound") for i in order]
+        batch["questions"] = [samples[i].get("question", "") for i in order]
+        batch["choices"] = [samples[i].get("choices", []) for i in order]
         batch["skipped"] = skipped
         return batch
 

@@ -60,6 +60,13 @@ class _BadSample(Exception):
         self.reason, self.message = reason, message
 
 
+def _question(messages: Sequence[dict[str, str]]) -> str:
+    """The user turn the first answer replies to ("" when there is none)."""
+    first = next((i for i, m in enumerate(messages) if m["role"] == "assistant"), len(messages))
+    asked = [m["content"] for m in messages[:first] if m["role"] == "user"]
+    return asked[-1] if asked else ""
+
+
 def _header_seconds(path: str) -> float | None:
     """Duration from the file header (no decoding); None when it cannot be read (``__getitem__`` says why)."""
     import soundfile as sf
@@ -239,4 +246,8 @@ class ManifestDataset(Dataset):
             "num_tokens": len(ids),
             "id": record.id,
             "where": record.where,
+            # For validation answers and their table: the first sound, the question, the options.
+            "sound": record.sounds[0] if record.sounds else None,
+            "question": _question(record.messages),
+            "choices": [str(c) for c in record.extra.get("choices") or []],
         }

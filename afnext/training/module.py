@@ -85,8 +85,8 @@ class AudioLanguageModule(pl.LightningModule):
         activation_checkpointing: Recompute activations in the backward (encoder and LLM).
         generate_batches: Validation batches answered greedily and scored (0: loss only).
         max_new_tokens: Tokens generated per validation answer.
-        scorer: ``(prediction, reference, question) -> bool``; default: normalised exact match, with
-            multiple-choice letters parsed out of free text (afnext.reasoning.metrics).
+        scorer: ``(prediction, reference, question, choices) -> bool`` (``choices``: the manifest's options,
+            empty for open questions); default: :func:`default_scorer`, as ``afnext.evaluation.qa`` scores.
     """
 
     def __init__(
@@ -230,9 +230,11 @@ class AudioLanguageModule(pl.LightningModule):
         )[:, inputs["input_ids"].shape[1] :]
         predictions = tokenizer.batch_decode(generated, skip_special_tokens=True)
         references = [tokenizer.decode(t, skip_special_tokens=True) for t in targets]
-        ids = batch.get("ids") or [str(i) for i in range(len(predictions))]
-        sounds = batch.get("sounds") or [None] * len(predictions)
-        questions = batch.get("questions") or [""] * len(predictions)
+        n = len(predictions)
+        ids = batch.get("ids") or [str(i) for i in range(n)]
+        sounds = batch.get("sounds") or [None] * n
+        questions = batch.get("questions") or [""] * n
+        choices = batch.get("choices") or [[]] * n
         for i, (pred, ref) in enumerate(zip(predictions, references)):
             self.predictions.append(
                 {
@@ -241,7 +243,7 @@ class AudioLanguageModule(pl.LightningModule):
                     "question": questions[i],
                     "prediction": pred.strip(),
                     "reference": ref.strip(),
-                    "correct": bool(self.scorer(pred, ref, questions[i])),
+                    "correct": bool(self.scorer(pred, ref, questions[i], choices[i])),
                 }
             )
 
@@ -251,9 +253,12 @@ class AudioLanguageModule(pl.LightningModule):
             self.log("val/accuracy", accuracy, prog_bar=True, batch_size=len(self.predictions))
 
 
-def default_scorer(prediction: str, reference: str, question: str = "") -> bool:
-    """Is a free-text prediction right? Multiple-choice letters / options are parsed out of the text
-    (afnext.reasoning.metrics.answer_correct), otherwise normalised exact match of the final answer."""
+def default_scorer(
+    prediction: str, reference: str, question: str = "", choices: Sequence[str] = ()
+) -> bool:
+    """Is a free-text prediction right? With ``choices``, the option each answer picks (letter or words,
+    :func:`afnext.reasoning.metrics.extract_choice`); otherwise numbers within 0.5, yes / no, or the
+    reference's words in the prediction. The same rules as ``afnext.evaluation.qa.evaluate_manifest``."""
     from afnext.reasoning.metrics import answer_correct, final_answer
 
-    return bool(answer_correct(final_answer(prediction), final_answer(reference)))
+    return bool(answer_correct(final_answer(prediction), final_answer(reference), list(choices)))

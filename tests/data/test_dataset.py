@@ -216,6 +216,14 @@ def test_collator_pads_right_and_concatenates_windows(tmp_path, processor):
     assert batch["audio_seconds"] == pytest.approx(6.0)
     assert batch["num_tokens"] == sum(lengths) and batch["num_samples"] == 3
     assert batch["ids"] == ["good", "text", "pair"]
+    # What a validation answer is shown and scored with: first sound, the question, the options.
+    assert batch["sounds"] == [
+        str(tmp_path / "audio" / "good.wav"),
+        None,
+        str(tmp_path / "audio" / "good.wav"),
+    ]
+    assert batch["questions"] == ["<sound>\nWhat is it?", "Say hi", "<sound> then <sound>: same?"]
+    assert batch["choices"] == [[], [], []]
     assert [(s.where.rsplit(":", 1)[1], s.reason) for s in batch["skipped"]] == [
         ("2", "missing_file")
     ]

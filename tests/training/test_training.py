@@ -42,6 +42,17 @@ def test_warmup_then_cosine_to_the_floor():
     assert all(a >= b for a, b in itertools.pairwise(values))
 
 
+def test_validation_scorer_reads_options_like_the_evaluation():
+    from afnext.training.module import default_scorer
+
+    options = ["low tone", "melody", "noise burst", "rising chirp"]
+    assert default_scorer("(B) melody", "(B) melody", "", options)
+    assert default_scorer("melody", "(B) melody", "", options)  # the option's words pick it
+    assert not default_scorer("(D) melody", "(B) melody", "", options)  # the letter picks (D)
+    assert not default_scorer("(B) melody", "(C) noise burst", "", options)
+    assert default_scorer("It is 2.", "It is 2.") and not default_scorer("It is 1.", "It is 2.")
+
+
 def test_prompt_batch_cuts_at_the_first_answer_and_left_pads():
     ids = torch.tensor([[5, 6, 7, 8, 9, 0], [5, 6, 10, 11, 0, 0]])
     mask = torch.tensor([[1, 1, 1, 1, 1, 0], [1, 1, 1, 1, 0, 0]])
@@ -196,6 +207,19 @@ def test_two_stage_run_writes_done_markers_and_resume_skips_them(tmp_path):
     final = train(cfg)
     stages = sorted(p.name for p in (run / "stages").iterdir())
     assert stages == ["0_connector_only", "1_all"]
+    # The validation answers (the W&B table's rows) name their audio and question.
+    answered = [
+        json.loads(line)
+        for line in (run / "stages" / "0_connector_only" / "predictions" / "step_2.jsonl")
+        .read_text()
+        .splitlines()
+    ]
+    assert len(answered) == 4
+    for row in answered:
+        k = int(row["id"].rsplit("-", 1)[1])
+        assert row["sound"] == str(tmp_path / "tone.wav")
+        assert row["question"] == f"<sound>\nWhat is {k % 3}?"
+        assert row["reference"] == f"It is {k % 3}." and isinstance(row["correct"], bool)
     for name, steps in (("0_connector_only", 2), ("1_all", 3)):
         folder = run / "stages" / name
         assert json.loads((folder / "DONE").read_text())["steps"] == steps
