@@ -3,8 +3,12 @@
 Unlike the official AF3 script (one sample at a time), samples are answered in batches with left padding.
 A sample's prompt is its conversation up to the first ``gpt`` turn; its reference is the line's ``answer``
 (else that turn's text). Multiple-choice lines (``choices``) are scored by the option the free-text answer
-picks (afnext.reasoning.metrics), so think-mode outputs are parsed like reasoning models answer; chance is
-the mean of ``1 / len(choices)`` over multiple-choice samples.
+picks (afnext.reasoning.metrics), so think-mode outputs are parsed like reasoning models answer. Chance is
+the mean over samples of ``1 / len(choices)`` for a multiple-choice sample and, for an open one, the accuracy of
+the best fixed answer for its question type (the most often right of that type's references, scored by the same
+rules: a guesser that knows the question type and the answers' distribution, stricter than a uniform guess).
+An open question that names its candidates in its text ("which comes first: the melody or the chirp?") has a
+higher chance than that (1/2 here) which this cannot see: give such questions their ``choices``.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import torch
 
 from afnext.errors import DataError, InputError
 
-__all__ = ["QAResult", "answer_questions", "evaluate_manifest", "read_qa_manifest"]
+__all__ = ["QAResult", "answer_questions", "chance_of", "evaluate_manifest", "read_qa_manifest"]
 
 
 @dataclass
@@ -109,6 +113,24 @@ def answer_questions(
     return [a.strip() for a in answers]
 
 
+def chance_of(rows: Sequence[dict[str, Any]]) -> float | None:
+    """Chance accuracy of :func:`read_qa_manifest` rows (see the module docstring); None without rows."""
+    from afnext.reasoning.metrics import answer_correct, final_answer
+
+    if not rows:
+        return None
+    total = sum(1.0 / len(r["choices"]) for r in rows if r["choices"])
+    open_by_type: dict[str, list[str]] = {}
+    for r in rows:
+        if not r["choices"]:
+            open_by_type.setdefault(r["question_type"], []).append(final_answer(r["reference"]))
+    for references in open_by_type.values():
+        total += max(
+            sum(answer_correct(guess, ref) for ref in references) for guess in set(references)
+        )
+    return total / len(rows)
+
+
 def evaluate_manifest(
     model: Any,
     manifest: str | Path,
@@ -155,10 +177,9 @@ def evaluate_manifest(
                 "correct": correct,
             }
         )
-    mc = [len(r["choices"]) for r in rows if r["choices"]]
     return QAResult(
         accuracy=sum(p["correct"] for p in predictions) / len(predictions),
-        chance=sum(1.0 / n for n in mc) / len(mc) if mc else None,
+        chance=chance_of(rows),
         count=len(predictions),
         by_type={k: sum(v) / len(v) for k, v in sorted(per_type.items())},
         predictions=predictions,

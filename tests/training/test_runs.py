@@ -250,3 +250,41 @@ def test_tiny_preset_combinations_compute_a_loss(encoder, time_embedding, connec
         out = model(**batch)
     assert torch.isfinite(out.loss)
     assert out.logits.shape[:2] == batch["input_ids"].shape
+
+
+@pytest.mark.slow
+def test_demo_end_to_end_on_a_few_scenes(tmp_path, capsys):
+    """`afnext demo` at toy size: builds scenes, trains, scores the test split, chats, prints the last line;
+    leaves a W&B offline run, a checkpoint and the test predictions. (The full-size run is measured, not
+    tested: benchmarks/RESULTS.md.)"""
+    from afnext.cli import main
+
+    build = [
+        "generator=template", "source=synthetic", "source.num_scenes=12", "source.min_duration=4.0",
+        "source.max_duration=5.0", "source.min_events=2", "source.max_events=2", "source.speech=off",
+        "generator.question_types=[after]", "generator.choices=0", "mode=instruct", "seed=0",
+    ]  # fmt: skip
+    overrides = [
+        f"paths.root_dir={tmp_path}",
+        "run_name=demo",
+        "demo.build=[" + ",".join(f'"{b}"' for b in build) + "]",
+        "trainer.max_steps=2",
+        "trainer.val_check_interval=2",
+        "trainer.limit_val_batches=1",
+        "data.batch_size=4",
+        "data.num_workers=0",
+    ]
+    assert main(["demo", *overrides]) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    accuracy, chance = (float(part.split("=")[1]) for part in last.split())
+    assert last.startswith("accuracy=") and 0 <= accuracy <= 1 and 0 < chance <= 1
+    run = tmp_path / "runs" / "demo"
+    test_rows = (tmp_path / "data" / "tiny_scenes" / "test.jsonl").read_text().splitlines()
+    predictions = (run / "test_predictions.jsonl").read_text().splitlines()
+    assert len(predictions) == len(test_rows) > 0
+    assert sum(json.loads(p)["correct"] for p in predictions) / len(predictions) == pytest.approx(
+        accuracy, abs=5e-4
+    )
+    stage = run / "stages" / "0_train"
+    assert (stage / "checkpoints" / "last.ckpt").is_file() and (stage / "DONE").is_file()
+    assert list((stage / "wandb").glob("offline-run-*/run-*.wandb"))

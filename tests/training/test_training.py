@@ -53,6 +53,27 @@ def test_validation_scorer_reads_options_like_the_evaluation():
     assert default_scorer("It is 2.", "It is 2.") and not default_scorer("It is 1.", "It is 2.")
 
 
+def test_chance_is_one_over_the_options_or_the_best_fixed_open_answer():
+    from afnext.evaluation.qa import chance_of
+
+    def row(reference, choices=(), kind="order"):
+        return {"reference": reference, "choices": list(choices), "question_type": kind}
+
+    options = ["low tone", "melody", "noise burst", "rising chirp"]
+    rows = [
+        row("(A) low tone", options),
+        row("(B) melody", options[:2]),
+        row("high tone"),
+        row("high tone"),
+        row("melody"),
+        row("2", kind="count"),
+    ]
+    # 1/4 + 1/2, then "high tone" is right for 2 of 3 open order questions, "2" for the count question.
+    assert chance_of(rows) == (0.25 + 0.5 + 2 + 1) / 6
+    assert chance_of([row("melody"), row("low tone")]) == 0.5
+    assert chance_of([]) is None
+
+
 def test_prompt_batch_cuts_at_the_first_answer_and_left_pads():
     ids = torch.tensor([[5, 6, 7, 8, 9, 0], [5, 6, 10, 11, 0, 0]])
     mask = torch.tensor([[1, 1, 1, 1, 1, 0], [1, 1, 1, 1, 0, 0]])
