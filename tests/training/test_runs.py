@@ -253,11 +253,23 @@ def test_tiny_preset_combinations_compute_a_loss(encoder, time_embedding, connec
 
 
 @pytest.mark.slow
-def test_demo_end_to_end_on_a_few_scenes(tmp_path, capsys):
+def test_demo_end_to_end_on_a_few_scenes(tmp_path, capsys, monkeypatch):
     """`afnext demo` at toy size: builds scenes, trains, scores the test split, chats, prints the last line;
-    leaves a W&B offline run, a checkpoint and the test predictions. (The full-size run is measured, not
-    tested: benchmarks/RESULTS.md.)"""
+    leaves a W&B offline run with the validation table (playable audio), a checkpoint and the test
+    predictions. (The full-size run is measured, not tested: benchmarks/RESULTS.md.)"""
+    import wandb
+    from lightning.pytorch.loggers import WandbLogger
+
     from afnext.cli import main
+
+    tables = []
+    log_table = WandbLogger.log_table
+
+    def spy(self, key, columns=None, data=None, *args, **kwargs):
+        tables.append((key, columns, data))
+        return log_table(self, key, columns, data, *args, **kwargs)
+
+    monkeypatch.setattr(WandbLogger, "log_table", spy)
 
     build = [
         "generator=template", "source=synthetic", "source.num_scenes=12", "source.min_duration=4.0",
@@ -288,3 +300,12 @@ def test_demo_end_to_end_on_a_few_scenes(tmp_path, capsys):
     stage = run / "stages" / "0_train"
     assert (stage / "checkpoints" / "last.ckpt").is_file() and (stage / "DONE").is_file()
     assert list((stage / "wandb").glob("offline-run-*/run-*.wandb"))
+    key, columns, data = tables[-1]
+    assert key == "val/predictions" and columns[:4] == ["id", "audio", "question", "prediction"]
+    for row in data:
+        assert (
+            isinstance(row[1], wandb.Audio) and row[2].startswith("<sound>\n") and "after" in row[2]
+        )
+    assert {Path(row[1]._path).name for row in data} <= {
+        p.name for p in (tmp_path / "data" / "tiny_scenes" / "audio").iterdir()
+    }
