@@ -27,7 +27,7 @@ UV := $(VENV)/bin/uv
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet uv
-	$(UV) pip install --quiet --python $(PY) $(addprefix --find-links ,$(FIND_LINKS)) "$(TORCH)" -e ".[dev]"
+	$(UV) pip install --quiet --compile-bytecode --python $(PY) $(addprefix --find-links ,$(FIND_LINKS)) "$(TORCH)" -e ".[dev]"
 	touch $(STAMP)
 
 test: $(STAMP)
