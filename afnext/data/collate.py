@@ -66,9 +66,9 @@ class Collator:
             ``input_features`` ``(W, n_mels, frames)`` and ``input_features_mask`` ``(W, frames)``: every
             window of every sample, in the order the ``<sound>`` slots appear in the flattened ids (absent when
             no sample has audio); ``audio_seconds`` (float, sum), ``num_tokens`` (int, real tokens),
-            ``num_samples`` (int), ``ids`` / ``where`` / ``sounds`` (first audio path or None) / ``questions`` (the
-            last user turn before the answer) / ``choices`` (options, or empty) per sample, in row order; ``skipped`` (list of
-            :class:`Skipped`). When every item was skipped, the tensors have shape ``(0, 0)`` and
+            ``num_samples`` (int); per sample, in row order: ``ids``, ``where``, ``sounds`` (first audio path or
+            None), ``questions`` (the user turn the first answer replies to), ``choices`` (options, or empty);
+            ``skipped`` (list of :class:`Skipped`). When every item was skipped, the tensors have shape ``(0, 0)`` and
             ``num_samples`` is 0: the training step should do nothing for such a batch.
         """
         samples = [it for it in items if not isinstance(it, Skipped)]
