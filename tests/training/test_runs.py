@@ -215,6 +215,26 @@ def test_the_preset_combinations_cover_every_pair():
     assert _missing_pairs(options, pinned)
 
 
+def test_every_tiny_preset_combination_overrides_and_builds_on_meta():
+    """The whole cross product of the tiny presets as command-line overrides on ``experiment=tiny``: each
+    composes and builds on the ``meta`` device (no weights) into the classes its presets name. The covering
+    design below runs a real forward for every pair."""
+    from afnext.cli import build_on_meta
+
+    options = _tiny_options()
+    combos = list(itertools.product(*(options[g] for g in GROUPS)))
+    assert len(combos) >= 32, options
+    for combo in combos:
+        cfg = compose_config(
+            "train", ["experiment=tiny", *(f"{g}={o}" for g, o in zip(GROUPS, combo))]
+        )
+        model = build_on_meta(cfg)
+        for part in ("encoder", "connector", "llm"):
+            want = cfg[part]._target_.rsplit(".", 1)[1]
+            assert type(getattr(model, part)).__name__ == want, (combo, part)
+        assert (model.time_embedding is None) == (combo[1] == "none"), combo
+
+
 @pytest.mark.parametrize(
     ("encoder", "time_embedding", "connector", "llm"), _pairwise(_tiny_options())
 )
