@@ -23,9 +23,11 @@ __all__ = [
     "AudioWindows",
     "check_duration",
     "check_mono",
+    "frame_mask",
     "num_windows",
     "split_windows",
     "valid_frames",
+    "window_lengths",
     "window_samples",
 ]
 
@@ -155,10 +157,20 @@ class AudioWindows(NamedTuple):
             ``(W, N // hop_length)`` bool, True for frames that hold real audio (see
             :func:`valid_frames`).
         """
-        num_frames = self.samples.shape[-1] // hop_length
-        valid = valid_frames(self.lengths, hop_length, num_frames)  # (W,)
-        positions = torch.arange(num_frames, device=self.samples.device)
-        return positions[None, :] < valid[:, None]  # (W, T)
+        return frame_mask(self.lengths, hop_length, self.samples.shape[-1] // hop_length)
+
+
+def frame_mask(lengths: torch.Tensor, hop_length: int, num_frames: int) -> torch.Tensor:
+    """``(W, num_frames)`` bool, True for the frames of each window that hold real audio.
+
+    Args:
+        lengths: ``(W,)`` int64, real samples per window.
+        hop_length: Feature hop in samples.
+        num_frames: Frames per full window.
+    """
+    valid = valid_frames(lengths, hop_length, num_frames)  # (W,)
+    positions = torch.arange(num_frames, device=lengths.device)
+    return positions[None, :] < valid[:, None]  # (W, T)
 
 
 def split_windows(
@@ -184,17 +196,36 @@ def split_windows(
     Raises:
         AudioError: If ``wave`` is not 1-D, is empty, or is longer than ``max_seconds``.
     """
+    per_window, lengths = window_lengths(
+        wave, sampling_rate=sampling_rate, window_seconds=window_seconds, max_seconds=max_seconds
+    )
+    count = lengths.shape[0]
+    # One copy: pad the tail with zeros and view the flat buffer as windows.
+    samples = torch.nn.functional.pad(wave, (0, count * per_window - wave.shape[0]))
+    return AudioWindows(samples.view(count, per_window), lengths)  # (W, N)
+
+
+def window_lengths(
+    wave: torch.Tensor,
+    *,
+    sampling_rate: int = SAMPLING_RATE,
+    window_seconds: float = WINDOW_SECONDS,
+    max_seconds: float | None = MAX_SECONDS,
+) -> tuple[int, torch.Tensor]:
+    """The checks and layout of :func:`split_windows` without building the windows.
+
+    Returns:
+        Samples per window ``N`` and ``(W,)`` int64 real samples per window.
+
+    Raises:
+        AudioError: As :func:`split_windows`.
+    """
     check_mono(wave)
     total = wave.shape[0]
     if total == 0:
         raise AudioError("the waveform is empty (0 samples).", source="<waveform>")
     check_duration(total, sampling_rate, max_seconds, source="<waveform>")
-
     per_window = window_samples(window_seconds, sampling_rate)
     count = num_windows(total, per_window)
-    # One copy: pad the tail with zeros and view the flat buffer as windows.
-    samples = torch.nn.functional.pad(wave, (0, count * per_window - total))
-    samples = samples.view(count, per_window)  # (W, N)
     starts = torch.arange(count, device=wave.device) * per_window  # (W,)
-    lengths = (total - starts).clamp(max=per_window)  # (W,)
-    return AudioWindows(samples, lengths)
+    return per_window, (total - starts).clamp(max=per_window)

@@ -152,3 +152,31 @@ def test_split_windows_feeds_the_same_features(signals):
     features, mask = whisper_features(wave)
     assert torch.equal(log_mel_spectrogram(windows.samples), features)
     assert torch.equal(windows.frame_mask(), mask)
+
+
+def _dense_log_mel(windows: torch.Tensor, n_mels: int) -> torch.Tensor:
+    """The textbook computation: torch.stft, |X|^2, the whole filter bank, Whisper's normalisation."""
+    from afnext.audio.mel import mel_filter_bank
+
+    spec = torch.stft(
+        windows, 400, 160, window=torch.hann_window(400), center=True, return_complex=True
+    )[..., :-1]
+    bank = mel_filter_bank(n_mels, n_fft=400, sampling_rate=SR, device="cpu", dtype=torch.float32)
+    mel = (bank @ spec.abs() ** 2).clamp(min=1e-10).log10()
+    mel = torch.maximum(mel, mel.amax(dim=(1, 2), keepdim=True) - 8.0)
+    return (mel + 4.0) / 4.0
+
+
+@pytest.mark.parametrize("n_mels", [80, 128])
+def test_blocks_views_and_grouped_mel_equal_the_textbook_computation(signals, n_mels):
+    """9 windows of 2 s and a partial tail: blocks of any size, the full windows read as views of the
+    waveform, and the filter bank applied per group of bands give the dense computation's numbers."""
+    wave = torch.from_numpy(signals.harmonic(19.3) + 0.1 * signals.noise(19.3))
+    windows = split_windows(wave, window_seconds=2.0)
+    want = _dense_log_mel(windows.samples, n_mels)
+    features, mask = whisper_features(wave, n_mels=n_mels, window_seconds=2.0)
+    assert features.shape == (10, n_mels, 200) and mask.sum(-1).tolist() == [200] * 9 + [130]
+    torch.testing.assert_close(features, want, rtol=0, atol=2e-5)
+    for block in (1, 3, 10):
+        got = log_mel_spectrogram(windows.samples, n_mels=n_mels, block_windows=block)
+        torch.testing.assert_close(got, features, rtol=0, atol=1e-6)
