@@ -143,9 +143,9 @@ def _log_mel_block(
     # hand because torch.stft took twice as long here as padding, windowing and rfft (in-cache, 4 windows: 7.8 ms
     # against 3.9 ms), and its output is a transposed view where rfft's is frame-major.
     n_fft = hann.shape[0]
-    padded = torch.nn.functional.pad(windows[:, None], (n_fft // 2, n_fft // 2), mode="reflect")[
-        :, 0
-    ]
+    padded = torch.nn.functional.pad(
+        windows, (n_fft // 2, n_fft // 2), mode="reflect"
+    )  # (w, N + n_fft)
     frames = padded.unfold(-1, n_fft, hop_length)[:, :num_frames]  # (w, T, n_fft), a view
     spec = torch.fft.rfft(frames * hann)  # (w, T, F) complex
     parts = torch.view_as_real(spec)  # (w, T, F, 2)
@@ -207,12 +207,12 @@ def whisper_features(
     # The full windows are a view of the waveform; only a partial last window is copied (zero-padded), where
     # split_windows copies the whole waveform.
     full = wave.shape[0] // per_window
-    parts = [wave[: full * per_window].view(full, per_window)]
+    parts = [wave[: full * per_window].view(full, per_window)] if full else []
     if full < lengths.shape[0]:
         tail = wave[full * per_window :]
         parts.append(torch.nn.functional.pad(tail, (0, per_window - tail.shape[0]))[None])
     features = _log_mel(
-        [p for p in parts if p.shape[0]],
+        parts,
         n_mels=n_mels,
         n_fft=N_FFT,
         hop_length=HOP_LENGTH,

@@ -19,8 +19,9 @@ class SkippedSamples(pl.Callback):
 
     The datamodule (:class:`afnext.data.datamodule.AudioDataModule`, ``data.on_error=skip``) counts every
     skipped sample by reason and prints the first ``data.max_errors_printed`` with their ``file:line``; this
-    callback logs its cumulative counts (``train/skipped/<reason>``, ``train/skipped_samples``, same for
-    ``val``) and prints the totals at the end of training, so nothing is dropped silently.
+    callback logs its cumulative counts (``train/skipped/<reason>``, ``train/skipped_samples``, and the same
+    under ``validate/``, Lightning's name for the stage) and prints the totals at the end of training, so
+    nothing is dropped silently.
     """
 
     def __init__(self) -> None:

@@ -31,6 +31,7 @@ def build_demo_data(cfg: Any) -> Path:
     from hydra.utils import instantiate
 
     from afnext.cli import compose_config
+    from afnext.interop.safetensors_io import write_json
 
     out = Path(cfg.paths.data_dir) / str(cfg.demo.dataset)
     wanted = [*cfg.demo.build, f"out={out}"]
@@ -38,7 +39,7 @@ def build_demo_data(cfg: Any) -> Path:
     # The overrides a build used are kept beside it: the same ones resume / reuse it (the builder skips
     # finished shards), other ones (an older afnext's demo) rebuild it.
     recorded = out / "demo_build.json"
-    used = json.loads(recorded.read_text()) if recorded.is_file() else None
+    used = json.loads(recorded.read_text()).get("build") if recorded.is_file() else None
     if used == wanted:
         console.print(f"[green]demo data:[/] {out} (built earlier)")
     elif (out / "build.json").is_file():
@@ -47,7 +48,7 @@ def build_demo_data(cfg: Any) -> Path:
     else:
         console.print(f"[cyan]building demo data[/] afnext data build {' '.join(overrides)}")
     instantiate(compose_config("data_build", overrides, subdir="reasoning").build, _convert_="all")
-    recorded.write_text(json.dumps(wanted))
+    write_json(recorded, {"build": wanted})
     return out
 
 

@@ -1,6 +1,7 @@
 """Whole training runs of ``experiment=tiny`` on small manifests: a SIGKILLed run resumes to the same
-weights as an uninterrupted one, DDP on two CPU processes, bad samples in the training set, and the tiny
-model presets overriding the experiment's, every pair of them across the groups."""
+weights as an uninterrupted one, DDP on two CPU processes, bad samples in the training set, the tiny
+model presets overriding the experiment's (all combinations built on meta, every pair across the groups with
+real weights and a forward), and the demo end to end at toy size."""
 
 from __future__ import annotations
 
@@ -215,6 +216,16 @@ def test_the_preset_combinations_cover_every_pair():
     assert _missing_pairs(options, pinned)
 
 
+def _assert_parts_as_named(model, cfg, combo: tuple[str, ...]) -> None:
+    """Each part is the class its preset's ``_target_`` names; ``time_embedding=none`` builds none."""
+    for part in ("encoder", "connector", "llm"):
+        want = cfg[part]._target_.rsplit(".", 1)[1]
+        assert type(getattr(model, part)).__name__ == want, (combo, part)
+    assert (model.time_embedding is None) == (combo[GROUPS.index("time_embedding")] == "none"), (
+        combo
+    )
+
+
 @pytest.mark.parametrize("encoder", _tiny_options()["encoder"])  # four parts, for the xdist workers
 def test_every_tiny_preset_combination_overrides_and_builds_on_meta(encoder):
     """The whole cross product of the tiny presets as command-line overrides on ``experiment=tiny``: each
@@ -230,10 +241,7 @@ def test_every_tiny_preset_combination_overrides_and_builds_on_meta(encoder):
             "train", ["experiment=tiny", *(f"{g}={o}" for g, o in zip(GROUPS, combo))]
         )
         model = build_on_meta(cfg)
-        for part in ("encoder", "connector", "llm"):
-            want = cfg[part]._target_.rsplit(".", 1)[1]
-            assert type(getattr(model, part)).__name__ == want, (combo, part)
-        assert (model.time_embedding is None) == (combo[1] == "none"), combo
+        _assert_parts_as_named(model, cfg, combo)
 
 
 @pytest.mark.parametrize(
@@ -258,9 +266,7 @@ def test_tiny_preset_combinations_compute_a_loss(encoder, time_embedding, connec
     )
     torch.manual_seed(0)
     model = build_model(cfg).eval()
-    for part in ("encoder", "connector", "llm"):
-        assert type(getattr(model, part)).__name__ == cfg[part]._target_.rsplit(".", 1)[1], part
-    assert (model.time_embedding is None) == (time_embedding == "none")
+    _assert_parts_as_named(model, cfg, (encoder, time_embedding, connector, llm))
     processor = AudioProcessor.from_model(model, padding_side="right")
     messages = [
         {"role": "user", "content": "<sound>\nWhich sound comes first?"},
