@@ -7,15 +7,25 @@ chunks, each padded to 30 s): centred STFT with reflect padding, periodic Hann w
 hop 160, last frame dropped, power 2, Slaney mel filters, ``log10(max(mel, 1e-10))``, then per
 window ``max(x, x.max() - 8)`` and ``(x + 4) / 4``.
 
-What differs is how the work is laid out: on the CPU the windows go through in blocks of a few (each block's
-buffers stay in cache from the STFT to the normalisation), each block as one batched STFT, the power spectrum
-in two elementwise passes, the mel projection as a few GEMMs over the bins each group of bands uses, reading the
-spectrum in place and writing into the result, and the log / clamp / normalisation in place there.
+What differs is how the work is laid out:
+
+- On the CPU each window goes start to end on its own (its buffers stay in cache from the framing to the
+  normalisation), and the windows are shared among ``torch.get_num_threads()`` Python threads that each run
+  their ops on one thread (ATen releases the GIL), the calling thread among them. 30 min of audio on 2 cores:
+  1.5x faster than the same ops on two intra-op threads, which synchronise on every op. On other devices all
+  windows go as one batch.
+- Frames are read as views of the waveform; only the frames that reach into the reflect padding (two at the
+  start, one at the end of a 30 s window) are built from a padded copy of the window's edges.
+- ``|X|^2`` is the rfft output squared in place as interleaved (re, im) floats, and the mel filters are applied
+  per group of bands to the bins that group uses, with each weight repeated for re^2 and im^2: the sum of the
+  two is folded into the GEMM instead of a strided pass.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import NamedTuple
 
 import torch
 
@@ -31,17 +41,17 @@ from afnext.audio.windows import (
     frame_mask,
     window_lengths,
 )
+from afnext.errors import AudioError
 
-__all__ = ["CPU_BLOCK_WINDOWS", "N_FFT", "log_mel_spectrogram", "whisper_features"]
+__all__ = ["MEL_GROUP", "N_FFT", "log_mel_spectrogram", "whisper_features"]
 
 N_FFT = 400
 """STFT size: 25 ms at 16 kHz (Whisper)."""
 
-
-CPU_BLOCK_WINDOWS = 4
-"""Windows per block on the CPU: each window's STFT, power and mel buffers (~10 MB) stay in cache through the
-block's steps. 30 min of audio on 2 cores: 0.24 s in blocks of 4 windows against 0.51 s in one batch (blocks of
-2-6 all gave 0.24-0.27 s; benchmarks/RESULTS.md)."""
+MEL_GROUP = 8
+"""Mel bands per GEMM. The Slaney filters are 98.5% zeros (394 of 25,728 for 128 bands x 201 bins): each group of
+8 consecutive bands touches a narrow range of bins, so 16 GEMMs over those ranges do 7% of the dense GEMM's work.
+One window, one thread: 0.69 ms in groups of 8 against 0.81 (16), 1.15 (32) and 2.28 ms dense."""
 
 
 def log_mel_spectrogram(
@@ -51,7 +61,7 @@ def log_mel_spectrogram(
     n_fft: int = N_FFT,
     hop_length: int = HOP_LENGTH,
     sampling_rate: int = SAMPLING_RATE,
-    block_windows: int | None = None,
+    workers: int | None = None,
 ) -> torch.Tensor:
     """Whisper-normalised log-mel spectrogram of equal-length windows, batched.
 
@@ -62,20 +72,39 @@ def log_mel_spectrogram(
         n_fft: FFT size.
         hop_length: Hop between frames in samples.
         sampling_rate: Sample rate in Hz (sets the mel filter frequencies).
-        block_windows: Windows computed together, start to end; default :data:`CPU_BLOCK_WINDOWS` on the CPU
-            and all of them on other devices. The result does not depend on it.
+        workers: CPU threads the windows are shared among; default ``torch.get_num_threads()``. Ignored on
+            other devices. The result does not depend on it.
 
     Returns:
         ``(W, n_mels, N // hop_length)`` float32 features, each window normalised on its own.
+
+    Raises:
+        AudioError: If ``windows`` is not 2-D or its windows are not longer than ``n_fft // 2`` samples.
     """
+    if windows.dim() != 2 or windows.shape[-1] <= n_fft // 2:
+        raise AudioError(
+            f"log_mel_spectrogram needs (windows, samples) with more than n_fft // 2 = {n_fft // 2} samples "
+            f"per window (the reflect padding), got shape {tuple(windows.shape)}; pad the windows (split_windows "
+            "does) or use a smaller n_fft.",
+            source="<windows>",
+        )
     return _log_mel(
         [windows.to(torch.float32)],
         n_mels=n_mels,
         n_fft=n_fft,
         hop_length=hop_length,
         sampling_rate=sampling_rate,
-        block_windows=block_windows,
+        workers=workers,
     )
+
+
+class _Plan(NamedTuple):
+    """What every window's computation shares."""
+
+    hann: torch.Tensor  # (n_fft,) periodic Hann window
+    groups: list[tuple[int, int, int, int, torch.Tensor]]  # see _mel_groups
+    hop_length: int
+    num_frames: int
 
 
 def _log_mel(
@@ -85,38 +114,74 @@ def _log_mel(
     n_fft: int,
     hop_length: int,
     sampling_rate: int,
-    block_windows: int | None,
+    workers: int | None,
 ) -> torch.Tensor:
     """:func:`log_mel_spectrogram` of the windows of ``parts`` (float32 ``(w_i, N)`` each), in order."""
     device, length = parts[0].device, parts[0].shape[-1]
     count, num_frames = sum(p.shape[0] for p in parts), length // hop_length
-    hann = torch.hann_window(n_fft, periodic=True, device=device)
     bank = mel_filter_bank(
         n_mels, n_fft=n_fft, sampling_rate=sampling_rate, device=device, dtype=torch.float32
     )  # (n_mels, F)
-    groups = _mel_groups(bank)
+    plan = _Plan(
+        torch.hann_window(n_fft, periodic=True, device=device),
+        _mel_groups(bank),
+        hop_length,
+        num_frames,
+    )
     out = torch.empty((count, n_mels, num_frames), device=device, dtype=torch.float32)
-    if block_windows is None:
-        block_windows = CPU_BLOCK_WINDOWS if device.type == "cpu" else max(count, 1)
-    row = 0
+    # (windows, their rows of out): one window at a time on the CPU, each part as one batch elsewhere.
+    jobs, row = [], 0
     for part in parts:
-        for start in range(0, part.shape[0], block_windows):
-            block = part[start : start + block_windows]
-            _log_mel_block(
-                block, out[row : row + block.shape[0]], hann, groups, hop_length, num_frames
-            )
-            row += block.shape[0]
+        if device.type == "cpu":
+            jobs += [(part[i : i + 1], out[row + i : row + i + 1]) for i in range(part.shape[0])]
+        else:
+            jobs.append((part, out[row : row + part.shape[0]]))
+        row += part.shape[0]
+    threads = min(workers or torch.get_num_threads(), len(jobs)) if device.type == "cpu" else 1
+    with torch.no_grad():
+        if threads <= 1:
+            _run_jobs(jobs, plan)
+        else:
+            # The threads take the next window from one queue (a slow core does fewer, rather than holding the
+            # others up at the end) and run their ops on one intra-op thread each. The caller's setting goes back
+            # in place once a thread is done: it is per thread for the OpenMP / MKL pools, but ATen also keeps it
+            # as the default of threads started later.
+            restore, queue = torch.get_num_threads(), iter(jobs)
+            with ThreadPoolExecutor(threads - 1, thread_name_prefix="afnext-log-mel") as pool:
+                running = [pool.submit(_run_jobs, queue, plan, restore) for _ in range(threads - 1)]
+                _run_jobs(queue, plan, restore)  # the calling thread is one of them
+                for job in running:
+                    job.result()
     return out
 
 
-MEL_GROUP = 16
-"""Mel bands per GEMM. The Slaney filters are 98.5% zeros (394 of 25,728 for 128 bands x 201 bins): each group of
-16 consecutive bands touches a narrow range of bins, so 8 GEMMs over those ranges do 13% of the dense GEMM's work
-(2.4x faster here on 4 windows: 1.96 ms against 4.77 ms)."""
+def _run_jobs(
+    jobs: Iterable[tuple[torch.Tensor, torch.Tensor]], plan: _Plan, restore: int | None = None
+) -> None:
+    """Features of each ``(windows, out rows)`` job in turn; with ``restore``, on one intra-op thread.
+
+    ``jobs`` may be one iterator shared by several threads: a list iterator hands each item out once (its
+    ``next`` runs under the GIL).
+    """
+    if restore is not None:
+        torch.set_num_threads(1)
+    try:
+        frames = None
+        for windows, out in jobs:
+            shape = (windows.shape[0], plan.num_frames, plan.hann.shape[0])
+            if frames is None or frames.shape != shape:
+                frames = torch.empty(shape, device=windows.device, dtype=torch.float32)
+            _log_mel_block(windows, out, frames, plan)
+    finally:
+        if restore is not None:
+            torch.set_num_threads(restore)
 
 
 def _mel_groups(bank: torch.Tensor) -> list[tuple[int, int, int, int, torch.Tensor]]:
-    """``(first band, end band, first bin, end bin, weights)`` per group of :data:`MEL_GROUP` bands."""
+    """``(first band, end band, first bin, end bin, weights)`` per group of :data:`MEL_GROUP` bands.
+
+    ``weights`` is ``(bands, 2 * bins)``: each filter weight twice, for the re^2 and im^2 of its bin.
+    """
     used = bank != 0
     bins = torch.arange(bank.shape[1], device=bank.device)
     first = torch.where(used, bins, bank.shape[1]).amin(dim=1).tolist()
@@ -126,41 +191,60 @@ def _mel_groups(bank: torch.Tensor) -> list[tuple[int, int, int, int, torch.Tens
         b = min(a + MEL_GROUP, bank.shape[0])
         lo, hi = min(first[a:b]), max(last[a:b])
         hi = max(hi, lo)  # a group of empty bands: no bins
-        groups.append((a, b, lo, hi, bank[a:b, lo:hi].contiguous()))
+        weights = bank[a:b, lo:hi].repeat_interleave(2, dim=1).contiguous()
+        groups.append((a, b, lo, hi, weights))
     return groups
 
 
+def _frames(windows: torch.Tensor, frames: torch.Tensor, plan: _Plan) -> None:
+    """Write the Hann-windowed frames of a centred, reflect-padded STFT of ``windows`` into ``frames``.
+
+    ``(w, N)`` -> ``(w, T, n_fft)``, frame ``t`` centred on sample ``t * hop``, the last frame dropped like
+    upstream (``T = N // hop``). Frames inside the window are read as views; only those that reach into the
+    padding come from a padded copy of the window's edge.
+    """
+    hann, hop, count = plan.hann, plan.hop_length, plan.num_frames
+    n_fft, length = hann.shape[0], windows.shape[-1]
+    pad = n_fft // 2
+    first = -(-pad // hop)  # frames [first, end) lie inside the window
+    end = min(count, (length - pad) // hop + 1)
+    reflect = torch.nn.functional.pad
+    if end <= first:  # a short window: every frame reaches into the padding
+        padded = reflect(windows, (pad, pad), mode="reflect")
+        torch.mul(padded.unfold(-1, n_fft, hop)[:, :count], hann, out=frames)
+        return
+    inner = windows[:, first * hop - pad :].unfold(-1, n_fft, hop)[:, : end - first]
+    torch.mul(inner, hann, out=frames[:, first:end])
+    # Reflection only reads the first (last) pad + 1 samples, so padding the edge alone gives the same frames.
+    head = reflect(windows[:, : (first - 1) * hop + n_fft], (pad, 0), mode="reflect")
+    torch.mul(head.unfold(-1, n_fft, hop)[:, :first], hann, out=frames[:, :first])
+    if end < count:
+        tail = reflect(windows[:, end * hop - pad :], (0, pad), mode="reflect")
+        torch.mul(tail.unfold(-1, n_fft, hop)[:, : count - end], hann, out=frames[:, end:])
+
+
 def _log_mel_block(
-    windows: torch.Tensor,
-    out: torch.Tensor,
-    hann: torch.Tensor,
-    groups: list[tuple[int, int, int, int, torch.Tensor]],
-    hop_length: int,
-    num_frames: int,
+    windows: torch.Tensor, out: torch.Tensor, frames: torch.Tensor, plan: _Plan
 ) -> None:
-    """Features of a block of windows into ``out`` (``(w, n_mels, T)``, a slice of the result)."""
-    # Centred frames with reflect padding, the last frame dropped like upstream: torch.stft's framing, done by
-    # hand because torch.stft took twice as long here as padding, windowing and rfft (in-cache, 4 windows: 7.8 ms
-    # against 3.9 ms), and its output is a transposed view where rfft's is frame-major.
-    n_fft = hann.shape[0]
-    padded = torch.nn.functional.pad(
-        windows, (n_fft // 2, n_fft // 2), mode="reflect"
-    )  # (w, N + n_fft)
-    frames = padded.unfold(-1, n_fft, hop_length)[:, :num_frames]  # (w, T, n_fft), a view
-    spec = torch.fft.rfft(frames * hann)  # (w, T, F) complex
-    parts = torch.view_as_real(spec)  # (w, T, F, 2)
-    # |X|^2 = re^2 + im^2 without the sqrt that .abs() ** 2 takes, as two elementwise passes over the
-    # interleaved buffer (3x faster here than squaring it and reducing its last dimension of 2).
-    re, im = parts[..., 0], parts[..., 1]
-    power = torch.mul(re, re).addcmul_(im, im)  # (w, T, F)
-    del padded, frames, spec, parts, re, im
-    # Per group, (bands, bins) @ (w, bins, T): power.mT is a transposed view, which BLAS reads without a copy.
-    for a, b, lo, hi, weights in groups:
+    """Features of ``(w, N)`` windows into ``out`` (``(w, n_mels, T)``); ``frames`` is scratch space."""
+    _frames(windows, frames, plan)
+    spec = torch.fft.rfft(frames)  # (w, T, F) complex; rfft's out= copies, so it allocates
+    squares = torch.view_as_real(spec).flatten(-2)  # (w, T, 2F): re, im of each bin
+    squares.mul_(squares)
+    del spec
+    # Per group, (bands, 2 bins) @ (w, 2 bins, T): the GEMM adds re^2 and im^2 up with the weights, and reads
+    # squares.mT, a transposed view, without a copy.
+    # One window: plain GEMMs (a batch of one goes through bmm, 2.5x slower).
+    if squares.shape[0] == 1:
+        squares, out_rows = squares[0], out[0]
+    else:
+        out_rows = out
+    for a, b, lo, hi, weights in plan.groups:
         if hi > lo:
-            torch.matmul(weights, power[..., lo:hi].mT, out=out[:, a:b])  # (w, bands, T)
+            torch.matmul(weights, squares[..., 2 * lo : 2 * hi].mT, out=out_rows[..., a:b, :])
         else:
-            out[:, a:b].zero_()
-    del power
+            out_rows[..., a:b, :].zero_()
+    del squares
     log_spec = out.clamp_(min=1e-10).log10_()
     # Whisper's dynamic range: at most 80 dB (8 in log10) below the window's own peak.
     peak = log_spec.amax(dim=(1, 2), keepdim=True)  # (w, 1, 1)
@@ -217,6 +301,6 @@ def whisper_features(
         n_fft=N_FFT,
         hop_length=HOP_LENGTH,
         sampling_rate=SAMPLING_RATE,
-        block_windows=None,
+        workers=None,
     )
     return features, frame_mask(lengths, HOP_LENGTH, features.shape[-1])

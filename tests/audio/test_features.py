@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 import soundfile
@@ -11,10 +13,12 @@ from afnext.audio import (
     AudioWindows,
     load_audio,
     log_mel_spectrogram,
+    mel_filter_bank,
     resample,
     split_windows,
     whisper_features,
 )
+from afnext.audio import features as features_module
 from afnext.errors import AudioError
 
 SR = 16000
@@ -169,7 +173,7 @@ def _dense_log_mel(windows: torch.Tensor, n_mels: int) -> torch.Tensor:
 
 @pytest.mark.parametrize("n_mels", [80, 128])
 def test_blocks_views_and_grouped_mel_equal_the_textbook_computation(signals, n_mels):
-    """9 windows of 2 s and a partial tail: blocks of any size, the full windows read as views of the
+    """9 windows of 2 s and a partial tail: any number of threads, the full windows read as views of the
     waveform, and the filter bank applied per group of bands give the dense computation's numbers."""
     wave = torch.from_numpy(signals.harmonic(19.3) + 0.1 * signals.noise(19.3))
     windows = split_windows(wave, window_seconds=2.0)
@@ -177,6 +181,52 @@ def test_blocks_views_and_grouped_mel_equal_the_textbook_computation(signals, n_
     features, mask = whisper_features(wave, n_mels=n_mels, window_seconds=2.0)
     assert features.shape == (10, n_mels, 200) and mask.sum(-1).tolist() == [200] * 9 + [130]
     torch.testing.assert_close(features, want, rtol=0, atol=2e-5)
-    for block in (1, 3, 10):
-        got = log_mel_spectrogram(windows.samples, n_mels=n_mels, block_windows=block)
+    for workers in (1, 2, 3):
+        got = log_mel_spectrogram(windows.samples, n_mels=n_mels, workers=workers)
         torch.testing.assert_close(got, features, rtol=0, atol=1e-6)
+    # Other devices compute all windows as one batch: the same block code, several windows at once.
+    batched = torch.empty_like(features)
+    bank = mel_filter_bank(n_mels)
+    plan = features_module._Plan(
+        torch.hann_window(400), features_module._mel_groups(bank), 160, 200
+    )
+    features_module._run_jobs([(windows.samples, batched)], plan)
+    torch.testing.assert_close(batched, features, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("length", [201, 300, 399, 400, 560, 561, 800, 1234])
+def test_short_windows_equal_the_textbook_computation(length):
+    """Windows where most or all frames reach into the reflect padding (framed from a padded copy)."""
+    windows = torch.randn(3, length, generator=torch.Generator().manual_seed(length))
+    got = log_mel_spectrogram(windows, workers=2)
+    assert got.shape == (3, 128, length // 160)
+    torch.testing.assert_close(got, _dense_log_mel(windows, 128), rtol=0, atol=2e-5)
+
+
+def test_log_mel_rejects_windows_too_short_to_reflect_pad():
+    with pytest.raises(AudioError, match=r"more than n_fft // 2 = 200 samples.*shape \(2, 200\)"):
+        log_mel_spectrogram(torch.zeros(2, 200))
+    with pytest.raises(AudioError, match=r"shape \(480000,\)"):
+        log_mel_spectrogram(torch.zeros(480000))
+
+
+def test_threads_leave_the_callers_thread_settings_alone(signals):
+    """The windows are shared among helper threads that run on one intra-op thread each; afterwards the
+    caller, and threads started later, have the thread count they had before."""
+    wave = torch.from_numpy(signals.noise(95.0))
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        two, _ = whisper_features(wave)
+        assert torch.get_num_threads() == 2
+        seen = []
+        helper = threading.Thread(target=lambda: seen.append(torch.get_num_threads()))
+        helper.start()
+        helper.join()
+        assert seen == [2]
+        torch.set_num_threads(1)  # e.g. a DataLoader worker: no helper threads at all
+        one, _ = whisper_features(wave)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(one, two)
