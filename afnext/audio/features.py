@@ -73,7 +73,7 @@ def log_mel_spectrogram(
         hop_length: Hop between frames in samples.
         sampling_rate: Sample rate in Hz (sets the mel filter frequencies).
         workers: CPU threads the windows are shared among; default ``torch.get_num_threads()``. Ignored on
-            other devices. The result does not depend on it.
+            other devices and on torch builds without OpenMP. The result does not depend on it.
 
     Returns:
         ``(W, n_mels, N // hop_length)`` float32 features, each window normalised on its own.
@@ -137,7 +137,11 @@ def _log_mel(
         else:
             jobs.append((part, out[row : row + part.shape[0]]))
         row += part.shape[0]
-    threads = min(workers or torch.get_num_threads(), len(jobs)) if device.type == "cpu" else 1
+    # Helper threads need a per-thread intra-op setting, which torch has when built with OpenMP (as its wheels are);
+    # its native thread pool is process-wide, so there the calling thread does it all on the shared pool.
+    threads = 1
+    if device.type == "cpu" and torch._C.has_openmp:
+        threads = min(workers or torch.get_num_threads(), len(jobs))
     with torch.no_grad():
         if threads <= 1:
             _run_jobs(jobs, plan)
