@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 import torch
 
@@ -69,6 +71,39 @@ def test_lora_adapters_are_separate_parameters():
     names = [n for n, _ in llm.named_parameters()]
     assert any("lora_A" in n for n in names)
     assert llm.has_lora and llm.base.__class__.__name__ == "Qwen2ForCausalLM"
+
+
+@pytest.mark.parametrize(
+    "attn",
+    [
+        "eager",
+        pytest.param(
+            "flex_attention",
+            marks=[
+                pytest.mark.slow,  # compiled on first use: ~14 s on 2 cores
+                pytest.mark.skipif(
+                    not (shutil.which("g++") or shutil.which("clang++")),
+                    reason="flex_attention on the CPU is compiled by inductor, which needs a C++ compiler",
+                ),
+            ],
+        ),
+    ],
+)
+def test_attention_implementation_is_selectable_and_gives_the_same_logits(attn):
+    """transformers' attn_implementation switch: each choice reaches the model and matches sdpa on a batch with
+    left padding (flex_attention in inference only: torch has no flex backward on the CPU)."""
+    config = {"model_type": "qwen2", **TINY, "num_hidden_layers": 2}
+    ids = torch.tensor([[1, 7, 9, 11, 3], [5, 6, 7, 8, 9]])
+    mask = torch.tensor([[1, 1, 1, 1, 1], [0, 0, 1, 1, 1]])
+    logits = {}
+    for name in ("sdpa", attn):
+        torch.manual_seed(0)
+        llm = HFCausalLM(config=config, attn_implementation=name)
+        assert llm.model.config._attn_implementation == name
+        with torch.no_grad():
+            logits[name] = llm(inputs_embeds=llm.embed(ids), attention_mask=mask).logits
+    torch.testing.assert_close(logits[attn][0], logits["sdpa"][0], rtol=0, atol=1e-5)
+    torch.testing.assert_close(logits[attn][1, 2:], logits["sdpa"][1, 2:], rtol=0, atol=1e-5)
 
 
 def test_bad_arguments_name_the_key(tmp_path):
