@@ -1,7 +1,8 @@
 """Package layout that pyproject.toml alone cannot say: two folders install under other names.
 
 ``kernels/`` installs as ``afnext_kernels`` (PyPI already has a package named ``kernels``) and ``conf/``
-as ``afnext.conf`` so the Hydra configs ship with ``pip install .``. Everything else is in pyproject.toml.
+as ``afnext.conf`` so the Hydra configs ship with ``pip install .``. Everything else, package data included, is
+in pyproject.toml.
 """
 
 from setuptools import find_packages, setup
@@ -13,8 +14,4 @@ packages += ["afnext.conf"]
 setup(
     packages=packages,
     package_dir={"afnext_kernels": "kernels", "afnext.conf": "conf"},
-    package_data={
-        "afnext.conf": ["*.yaml", "**/*.yaml"],
-        "afnext.llms": ["assets/*/*"],
-    },
 )
