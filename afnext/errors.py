@@ -17,6 +17,7 @@ __all__ = [
     "FormatError",
     "InputError",
     "PluginError",
+    "UsageError",
 ]
 
 
@@ -29,7 +30,8 @@ class ConfigError(AfnextError, ValueError):
 
 
 class AudioError(AfnextError, ValueError):
-    """Audio could not be decoded, is empty, holds non-finite samples, or is too long.
+    """Audio could not be decoded, is empty or too short, holds non-finite samples, is too long, or has a sample
+    rate that is not a positive whole number of Hz.
 
     Args:
         message: What is wrong and what to do.
@@ -59,3 +61,7 @@ class FormatError(AfnextError, ValueError):
 
 class PluginError(AfnextError, ImportError):
     """A third-party plugin declared through the ``afnext.plugins`` entry point failed to load."""
+
+
+class UsageError(AfnextError, TypeError):
+    """A function was called with an argument of a kind it does not take (for example a number as a path)."""

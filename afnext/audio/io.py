@@ -25,7 +25,7 @@ from afnext.audio.windows import (
     check_duration,
     check_mono,
 )
-from afnext.errors import AudioError
+from afnext.errors import AudioError, UsageError
 
 __all__ = ["AudioSource", "check_waveform", "describe_source", "load_audio"]
 
@@ -79,7 +79,7 @@ def _open_target(source: AudioSource, where: str) -> str | BinaryIO:
         return os.fspath(path)
     if hasattr(source, "read"):
         return source
-    raise TypeError(
+    raise UsageError(
         f"load_audio expects a path, bytes or a binary file object, got {type(source).__name__}."
     )
 

@@ -21,7 +21,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from afnext.errors import ConfigError
+from afnext.errors import AudioError, ConfigError
 
 __all__ = ["RESAMPLE_BACKENDS", "resample"]
 
@@ -55,7 +55,7 @@ def resample(
     """
     for name, rate in (("orig_freq", orig_freq), ("new_freq", new_freq)):
         if int(rate) != rate or rate <= 0:
-            raise ValueError(f"{name}={rate!r} must be a positive whole number of Hz.")
+            raise AudioError(f"{name}={rate!r} must be a positive whole number of Hz.")
     if backend not in RESAMPLE_BACKENDS:
         raise ConfigError(
             f"resample backend {backend!r} is unknown; use one of {', '.join(RESAMPLE_BACKENDS)}."

@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 
 from afnext.audio.windows import WINDOW_SECONDS
+from afnext.errors import ConfigError
 
 __all__ = ["token_timestamps", "whisper_token_lengths"]
 
@@ -40,7 +41,7 @@ def token_timestamps(
         ``(W, N)`` float32 seconds.
     """
     if num_windows < 0 or tokens_per_window <= 0:
-        raise ValueError(
+        raise ConfigError(
             f"need num_windows >= 0 and tokens_per_window > 0, got {num_windows} and "
             f"{tokens_per_window}."
         )

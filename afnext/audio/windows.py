@@ -13,7 +13,7 @@ from typing import NamedTuple
 
 import torch
 
-from afnext.errors import AudioError
+from afnext.errors import AudioError, ConfigError
 
 __all__ = [
     "HOP_LENGTH",
@@ -95,7 +95,7 @@ def window_samples(window_seconds: float, sampling_rate: int = SAMPLING_RATE) ->
     """
     n = window_seconds * sampling_rate
     if window_seconds <= 0 or n != round(n):
-        raise ValueError(
+        raise ConfigError(
             f"window_seconds={window_seconds} must be positive and give a whole number of samples "
             f"at {sampling_rate} Hz; use e.g. 30.0."
         )

@@ -13,6 +13,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from afnext.errors import ConfigError
+
 __all__ = ["WindowQFormer"]
 
 
@@ -72,7 +74,7 @@ class WindowQFormer(nn.Module):
         self.num_queries, self.num_layers, self.num_heads = num_queries, num_layers, num_heads
         self.hidden_dim, self.ffn_mult = hidden_dim or in_dim, ffn_mult
         if self.hidden_dim % num_heads:
-            raise ValueError(
+            raise ConfigError(
                 f"connector.hidden_dim ({self.hidden_dim}) must be divisible by connector.num_heads ({num_heads})"
             )
         self.queries = nn.Parameter(torch.randn(num_queries, self.hidden_dim) * 0.02)

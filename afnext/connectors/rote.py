@@ -13,6 +13,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from afnext.errors import ConfigError
+
 __all__ = ["RotaryTimeEmbedding"]
 
 
@@ -47,7 +49,7 @@ class RotaryTimeEmbedding(nn.Module):
         self.axis_dim = int(dim * partial_rotary_factor)
         self.impl = impl
         if self.axis_dim % 2 or 2 * self.axis_dim > dim:
-            raise ValueError(
+            raise ConfigError(
                 f"time_embedding: dim={dim} x partial_rotary_factor={partial_rotary_factor} gives "
                 f"{self.axis_dim} channels per axis; it must be even and 2x it must fit in dim"
             )

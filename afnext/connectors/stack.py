@@ -12,6 +12,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from afnext.errors import ConfigError
+
 __all__ = ["FrameStackConnector"]
 
 
@@ -38,7 +40,7 @@ class FrameStackConnector(nn.Module):
         from transformers.activations import ACT2FN
 
         if stack < 1:
-            raise ValueError(f"connector.stack must be >= 1, got {stack}")
+            raise ConfigError(f"connector.stack must be >= 1, got {stack}")
         self.in_dim, self.out_dim, self.stack = in_dim, out_dim, stack
         self.hidden_dim = hidden_dim or out_dim
         self.act_name = act

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from afnext.errors import InputError
+from afnext.errors import ConfigError, InputError
 from afnext.llms.tokenizer import (
     AUDIO_BOS_TOKEN,
     AUDIO_EOS_TOKEN,
@@ -65,7 +65,7 @@ class AudioProcessor:
         padding_side: str = "left",
     ) -> None:
         if padding_side not in ("left", "right"):
-            raise ValueError(f"padding_side={padding_side!r}; use 'left' or 'right'")
+            raise ConfigError(f"padding_side={padding_side!r}; use 'left' or 'right'")
         self.tokenizer = tokenizer
         self.tokens_for_frames = tokens_for_frames
         self.input_kind, self.n_mels = input_kind, n_mels

@@ -22,6 +22,8 @@ from typing import Literal, Protocol, runtime_checkable
 
 import torch
 
+from afnext.errors import ConfigError
+
 __all__ = [
     "AudioEncoder",
     "InputKind",
@@ -57,7 +59,7 @@ def encoder_input_kind(encoder: object) -> InputKind:
     """The feature kind an encoder consumes (``"log_mel"`` unless it says otherwise)."""
     kind = getattr(encoder, "input_kind", "log_mel")
     if kind not in _INPUT_RATES:
-        raise ValueError(
+        raise ConfigError(
             f"{type(encoder).__name__}.input_kind is {kind!r}; expected one of {sorted(_INPUT_RATES)}"
         )
     return kind

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from afnext.errors import CheckpointError, ConfigError
+from afnext.errors import CheckpointError, ConfigError, InputError
 from afnext.llms.attention import prepare_attn_implementation
 
 __all__ = ["SSLSpeechEncoder"]
@@ -108,7 +108,7 @@ class SSLSpeechEncoder(nn.Module):
             ``(hidden (W, T, out_dim), mask (W, T))``.
         """
         if features.dim() != 3 or features.shape[1] != 1:
-            raise ValueError(
+            raise InputError(
                 f"{type(self).__name__} expects waveform windows (W, 1, samples), got {tuple(features.shape)}"
             )
         wave = features[:, 0]  # (W, S)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from afnext.errors import CheckpointError
+from afnext.errors import CheckpointError, ConfigError
 from afnext.interop.hf import HF_MODEL_TYPES, load_hf, save_hf
 from afnext.interop.native import CONFIG_NAME, load_afnext, save_afnext
 from afnext.interop.safetensors_io import read_config
@@ -39,4 +39,4 @@ def save_pretrained(model: Any, path: str | Path, *, format: str = "afnext") -> 
         return save_afnext(model, path)
     if format == "hf":
         return save_hf(model, path)
-    raise ValueError(f"format={format!r}; use 'afnext' or 'hf'")
+    raise ConfigError(f"save_pretrained: format={format!r} is unknown; use 'afnext' or 'hf'")

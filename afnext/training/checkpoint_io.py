@@ -15,6 +15,8 @@ from typing import Any
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from afnext.errors import UsageError
+
 __all__ = ["AtomicCheckpointIO", "atomic_torch_save"]
 
 
@@ -46,7 +48,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         self, checkpoint: dict[str, Any], path: str | os.PathLike, storage_options: Any = None
     ) -> None:
         if storage_options is not None:
-            raise TypeError(
+            raise UsageError(
                 f"{type(self).__name__} does not take storage_options; got {storage_options!r}"
             )
         atomic_torch_save(checkpoint, path)
