@@ -177,7 +177,10 @@ class AudioLanguageModel(nn.Module):
         """Index of each window within its own audio, from the runs of ``<sound>`` slots in ``input_ids``.
 
         Follows transformers' ``MusicFlamingoModel._build_audio_timestamps``: each maximal run of audio
-        slots is one audio; windows are assigned to audios in order by their token counts.
+        slots is one audio; windows are assigned to audios in order by their token counts. A window that yields
+        no token (the last window of an audio that ends 10-20 ms into it) belongs to the audio of the window
+        before it: windows fill each audio in order, so only an audio's last window can be empty. (transformers
+        counts it towards the next audio, or fails when it is the last.)
         """
         n_windows = window_tokens.shape[0]
         if input_ids is None:
@@ -189,11 +192,11 @@ class AudioLanguageModel(nn.Module):
         starts = torch.nonzero(edges == 1)[:, 1]
         ends = torch.nonzero(edges == -1)[:, 1]
         audio_lengths = (ends - starts).to(torch.long)  # (A,) in row-major order
-        win_start = (
-            torch.cumsum(window_tokens, 0) - window_tokens
-        )  # (W,) first token of each window
+        win_start = torch.cumsum(window_tokens, 0) - window_tokens  # (W,) first token of each window
+        # An empty window is looked up by the token before it, so it joins the previous window's audio.
+        key = win_start - (window_tokens == 0).to(win_start.dtype)
         audio_end = torch.cumsum(audio_lengths, 0)
-        owner = torch.searchsorted(audio_end, win_start, right=True)  # (W,) audio of each window
+        owner = torch.searchsorted(audio_end, key, right=True)  # (W,) audio of each window
         if n_windows and int(owner.max()) >= audio_lengths.numel():
             raise InputError(
                 f"the audio yields {int(window_tokens.sum())} tokens but the prompt has "

@@ -85,6 +85,34 @@ def test_window_index_restarts_per_audio(model, batch):
     assert index.tolist() == [0, 0, 0, 1]
 
 
+def test_an_empty_last_window_stays_with_its_audio():
+    """2 s windows: 2 s + 100 samples leaves a last window of one frame, which yields no token. It belongs to
+    its own audio, so the next audio's windows restart at 0 (same tokens as that audio alone), and an audio
+    ending that way is fine last in the prompt too."""
+    torch.manual_seed(0)
+    enc = AFWhisperEncoder(d_model=40, num_layers=1, num_heads=2, ffn_dim=64, max_source_positions=100)
+    m = AudioLanguageModel.build(enc, MLPConnector, HFCausalLM(config=LLM), RotaryTimeEmbedding).eval()
+    proc = AudioProcessor.from_model(m, padding_side="right")
+    short_tail, other = tone_mix(2.0 + 100 / 16000, 1), tone_mix(3.0, 2)
+
+    def encoded(audios):
+        conv = [{"role": "user", "content": "<sound>" * len(audios) + "x"}]
+        out = proc([conv], audio=[audios])
+        tokens = m.audio_tokens_for_frames(out["input_features_mask"].sum(-1))
+        index = m._window_index(out["input_ids"], tokens)
+        with torch.no_grad():
+            return tokens, index, m.encode_audio(
+                out["input_features"], out["input_features_mask"], out["input_ids"]
+            )
+
+    tokens, index, both = encoded([short_tail, other])
+    assert tokens.tolist() == [50, 0, 50, 25] and index.tolist() == [0, 1, 0, 1]
+    _, _, alone = encoded([other])
+    torch.testing.assert_close(both[50:], alone, rtol=0, atol=0)
+    _, index, _ = encoded([other, short_tail])
+    assert index.tolist() == [0, 1, 0, 1]
+
+
 def test_spliced_positions_carry_audio_and_text_is_untouched(model, batch):
     embeds = model.embed_inputs(
         batch["input_ids"], batch["input_features"], batch["input_features_mask"]
