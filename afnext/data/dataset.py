@@ -209,10 +209,10 @@ class ManifestDataset(Dataset):
                 )
             try:
                 wave = proc.load(sound)
+                f, m, n = proc.features(wave, str(sound))
             except (AfnextError, OSError) as exc:
                 raise _BadSample(UNREADABLE_AUDIO, f"cannot use audio: {exc}") from exc
             seconds += wave.numel() / proc.sampling_rate
-            f, m, n = proc.features(wave)
             feats.append(f)
             masks.append(m)
             counts.append(n)

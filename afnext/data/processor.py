@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from afnext.errors import ConfigError, InputError
+from afnext.errors import AudioError, ConfigError, InputError
 from afnext.llms.tokenizer import (
     AUDIO_BOS_TOKEN,
     AUDIO_EOS_TOKEN,
@@ -121,12 +121,21 @@ class AudioProcessor:
 
         return check_waveform(wave, self.sampling_rate, max_seconds=self.max_seconds, source=source)
 
-    def features(self, wave: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
+    def features(
+        self, wave: torch.Tensor, source: str = "<waveform>"
+    ) -> tuple[torch.Tensor, torch.Tensor, int]:
         """Windows of one waveform and the number of LLM tokens they make.
+
+        Args:
+            wave: ``(S,)`` mono waveform at ``sampling_rate``.
+            source: Where the audio came from, for error messages.
 
         Returns:
             ``(features, mask, n_tokens)``: ``(W, n_mels, frames)`` / ``(W, frames)`` for ``log_mel``,
             ``(W, 1, samples)`` / ``(W, samples)`` for ``waveform``.
+
+        Raises:
+            AudioError: The audio is too short to yield one LLM token with this encoder and connector.
         """
         from afnext.audio import split_windows, whisper_features
 
@@ -147,7 +156,24 @@ class AudioProcessor:
             )
             feats, mask = windows.samples.unsqueeze(1), windows.sample_mask  # (W, 1, S), (W, S)
         n_tokens = int(self.tokens_for_frames(mask.sum(-1)).sum())
+        if n_tokens == 0:
+            raise AudioError(
+                f"{wave.shape[0]} samples ({wave.shape[0] / self.sampling_rate * 1000:.1f} ms) yield no LLM "
+                f"token with this encoder and connector, which need at least {self._shortest_samples()} "
+                f"samples at {self.sampling_rate} Hz; use longer audio or drop it",
+                source,
+            )
         return feats, mask, n_tokens
+
+    def _shortest_samples(self) -> int:
+        """Fewest samples that yield one LLM token (a window's input is frames of HOP_LENGTH or samples)."""
+        from afnext.audio import HOP_LENGTH
+
+        per_window = round(self.window_seconds * self.sampling_rate)
+        step = HOP_LENGTH if self.input_kind == "log_mel" else 1
+        counts = torch.arange(1, per_window // step + 1)
+        first = int(torch.nonzero(self.tokens_for_frames(counts))[0, 0]) + 1
+        return (first - 1) * step + 1  # frames count from a window's first sample (ceil)
 
     def audio_placeholder_ids(self, n_tokens: int) -> list[int]:
         """The ids one audio occupies in the prompt."""
@@ -268,7 +294,7 @@ class AudioProcessor:
                 )
             token_counts = []
             for source in sources:
-                f, m, n = self.features(self.load(source))
+                f, m, n = self.features(self.load(source), _describe(source))
                 feats.append(f)
                 masks.append(m)
                 token_counts.append(n)
@@ -332,3 +358,14 @@ class AudioProcessor:
     def decode(self, ids: Sequence[int] | torch.Tensor, *, skip_special_tokens: bool = True) -> str:
         """Decode one sequence of ids."""
         return self.tokenizer.decode(ids, skip_special_tokens=skip_special_tokens)
+
+
+def _describe(audio: Any) -> str:
+    """Name an audio input of any accepted kind for error messages."""
+    from afnext.audio import describe_source
+
+    if isinstance(audio, dict):
+        audio = None if "array" in audio else (audio.get("path") or audio.get("audio"))
+    if isinstance(audio, (str, Path, bytes, bytearray, io.IOBase)):
+        return describe_source(audio)
+    return "<array>"

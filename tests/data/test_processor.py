@@ -7,7 +7,7 @@ import torch
 
 from afnext.data.processor import IGNORE_INDEX, AudioProcessor
 from afnext.encoders.whisper import AFWhisperEncoder
-from afnext.errors import InputError
+from afnext.errors import AudioError, InputError
 from tests.helpers import chat, tone_mix
 
 
@@ -88,3 +88,20 @@ def test_placeholder_and_audio_must_agree(tokenizer):
         proc([[{"role": "user", "content": "<sound> where is it?"}]])
     with pytest.raises(InputError, match="max_length"):
         proc([[{"role": "user", "content": "a long prompt " * 5}]], max_length=3)
+
+
+def test_audio_too_short_for_one_token_is_an_error_naming_it(tokenizer, tmp_path):
+    """AF-Whisper needs 3 frames for one token: 320 samples (2 frames) is a clear error naming the file, not
+    a prompt without slots further down; 321 samples gives one token."""
+    import soundfile
+
+    proc = AudioProcessor(tokenizer, AFWhisperEncoder.output_lengths)
+    prompt = [[{"role": "user", "content": "<sound> what?"}]]
+    clip = tmp_path / "click.wav"
+    soundfile.write(clip, 0.1 * torch.randn(320).numpy(), 16000)
+    with pytest.raises(AudioError, match=r"click\.wav: 320 samples \(20\.0 ms\).*at least 321 samples"):
+        proc(prompt, audio=[[str(clip)]])
+    with pytest.raises(AudioError, match=r"<array>: 320 samples"):
+        proc(prompt, audio=[[0.1 * torch.randn(320)]])
+    out = proc(prompt, audio=[[0.1 * torch.randn(321)]])
+    assert int((out["input_ids"] == proc.audio_token_id).sum()) == 1
