@@ -79,7 +79,8 @@ def log_mel_spectrogram(
         ``(W, n_mels, N // hop_length)`` float32 features, each window normalised on its own.
 
     Raises:
-        AudioError: If ``windows`` is not 2-D or its windows are not longer than ``n_fft // 2`` samples.
+        AudioError: If ``windows`` is not 2-D, its windows are not longer than ``n_fft // 2`` samples, or one
+            holds NaN or inf.
     """
     if windows.dim() != 2 or windows.shape[-1] <= n_fft // 2:
         raise AudioError(
@@ -115,8 +116,13 @@ def _log_mel(
     hop_length: int,
     sampling_rate: int,
     workers: int | None,
+    source: str = "<windows>",
 ) -> torch.Tensor:
-    """:func:`log_mel_spectrogram` of the windows of ``parts`` (float32 ``(w_i, N)`` each), in order."""
+    """:func:`log_mel_spectrogram` of the windows of ``parts`` (float32 ``(w_i, N)`` each), in order.
+
+    Raises:
+        AudioError: A window holds a non-finite sample (named with ``source``).
+    """
     device, length = parts[0].device, parts[0].shape[-1]
     count, num_frames = sum(p.shape[0] for p in parts), length // hop_length
     bank = mel_filter_bank(
@@ -156,6 +162,18 @@ def _log_mel(
                 _run_jobs(queue, plan, restore)  # the calling thread is one of them
                 for job in running:
                     job.result()
+    # A NaN or inf sample makes its whole window non-finite (the FFT spreads it over the frame, the peak's
+    # clamp over the window), so one value per window tells, without a pass over the input.
+    finite = torch.isfinite(out[:, 0, 0])
+    if not bool(finite.all()):
+        bad = torch.nonzero(~finite).flatten().tolist()
+        seconds = length / sampling_rate
+        where = ", ".join(f"{w} ({w * seconds:g}-{(w + 1) * seconds:g} s)" for w in bad[:5])
+        raise AudioError(
+            f"non-finite samples (NaN or inf) in window {where}{' ...' if len(bad) > 5 else ''} of "
+            f"{count}; clean the audio (e.g. torch.nan_to_num) or drop it",
+            source,
+        )
     return out
 
 
@@ -283,7 +301,7 @@ def whisper_features(
         ``ceil(real_samples_w / 160)`` of them.
 
     Raises:
-        AudioError: If ``wave`` is not 1-D, is empty, or is longer than ``max_seconds``.
+        AudioError: If ``wave`` is not 1-D, is empty, is longer than ``max_seconds``, or holds NaN or inf.
     """
     # Check shape and length before resampling, so bad input fails fast and cheaply.
     check_mono(wave)
@@ -306,5 +324,6 @@ def whisper_features(
         hop_length=HOP_LENGTH,
         sampling_rate=SAMPLING_RATE,
         workers=None,
+        source="<waveform>",
     )
     return features, frame_mask(lengths, HOP_LENGTH, features.shape[-1])
