@@ -60,8 +60,8 @@ def check_duration(
     raise AudioError(
         f"audio is {num_samples / sampling_rate:.2f} s long ({num_samples} samples at "
         f"{sampling_rate} Hz), over the limit of {max_seconds:g} s. Trim or split it, or raise "
-        "the limit with the `max_seconds` argument (config key `audio.max_seconds`; "
-        "None disables the limit).",
+        "the limit with the `max_seconds` argument (None disables it); in training it is "
+        "`data.max_audio_seconds`, or a curriculum stage's `max_audio_seconds`.",
         source=source,
     )
 

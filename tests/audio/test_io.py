@@ -147,7 +147,7 @@ def test_over_the_length_limit(write_audio):
     error = expect_error(path, r"3.00 s long", max_seconds=2.5)
     message = str(error)
     assert "limit of 2.5 s" in message
-    assert "`max_seconds` argument" in message and "`audio.max_seconds`" in message
+    assert "`max_seconds` argument" in message and "`data.max_audio_seconds`" in message
     # At the limit, and with no limit, it loads.
     assert load_audio(path, max_seconds=3).shape == (SR * 3,)
     assert load_audio(path, max_seconds=None).shape == (SR * 3,)

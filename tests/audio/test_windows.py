@@ -62,7 +62,7 @@ def test_max_seconds_boundary():
     message = str(info.value)
     assert "1800.00 s long (28800001 samples at 16000 Hz)" in message
     assert "over the limit of 1800 s" in message
-    assert "`max_seconds`" in message and "`audio.max_seconds`" in message
+    assert "`max_seconds`" in message and "`data.max_audio_seconds`" in message
 
     assert split_windows(torch.zeros(61 * SR), max_seconds=None).samples.shape == (3, N)
     assert split_windows(torch.zeros(10 * SR), max_seconds=10).samples.shape == (1, N)
