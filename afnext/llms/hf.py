@@ -104,6 +104,16 @@ class HFCausalLM(nn.Module):
                 f"llm.tokenizer={tok_path}: cannot load a tokenizer ({exc})"
             ) from exc
         self.path, self.tokenizer_path = path, tokenizer
+        vocab = self.model.get_input_embeddings().num_embeddings
+        on_meta = self.model.get_input_embeddings().weight.device.type == "meta"
+        if tokenizer is None and path is None and not on_meta and vocab > 4 * len(self.tokenizer):
+            # A full-size config with the bundled 1k-token tokenizer is a mistake, not a choice (a meta build
+            # only counts parameters, so there it is fine).
+            raise ConfigError(
+                f"llm.config has vocab_size={vocab} but no llm.tokenizer was given, and afnext's bundled tiny "
+                f"tokenizer has {len(self.tokenizer)} tokens; set llm.tokenizer=DIR (the model's tokenizer "
+                f"folder), or llm.tokenizer={TINY_TOKENIZER_DIR} to use the tiny one on purpose"
+            )
         ensure_audio_tokens(self.tokenizer)
         if len(self.tokenizer) > self.model.get_input_embeddings().num_embeddings:
             # New special tokens: grow the embeddings (mean-initialised rows, transformers' default).

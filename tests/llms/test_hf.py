@@ -106,6 +106,17 @@ def test_attention_implementation_is_selectable_and_gives_the_same_logits(attn):
     torch.testing.assert_close(logits[attn][1, 2:], logits["sdpa"][1, 2:], rtol=0, atol=1e-5)
 
 
+def test_a_large_vocabulary_needs_its_tokenizer():
+    """No silent fallback to the bundled 1k-token tokenizer for a full-size vocabulary, except on meta
+    (parameter counts) or when asked for by path."""
+    config = {"model_type": "qwen2", **TINY, "vocab_size": 152064}
+    with pytest.raises(ConfigError, match=r"vocab_size=152064 but no llm\.tokenizer"):
+        HFCausalLM(config=config)
+    with torch.device("meta"):
+        assert HFCausalLM(config=config).model.config.vocab_size == 152064
+    assert HFCausalLM(config=config, tokenizer=str(TINY_TOKENIZER_DIR)).hidden_size == 32
+
+
 def test_bad_arguments_name_the_key(tmp_path):
     with pytest.raises(ConfigError, match="exactly one"):
         HFCausalLM()
