@@ -12,6 +12,7 @@ the other in a pipeline.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -27,13 +28,26 @@ __all__ = ["PARTS", "AudioLanguageModel"]
 PARTS = ("encoder", "time_embedding", "connector", "llm", "lora")
 
 
-def _finish(component: Any, **neighbour_sizes: Any) -> Any:
-    """Build a Hydra partial (or any factory) with sizes taken from its neighbours; pass modules through."""
+def _finish(component: Any, optional: dict[str, Any] | None = None, **neighbour_sizes: Any) -> Any:
+    """Build a Hydra partial (or any factory) with sizes taken from its neighbours; pass modules through.
+
+    ``optional`` facts are passed only to factories that take them (a plugin's may not).
+    """
     if component is None or isinstance(component, nn.Module):
         return component
     if callable(component):
-        return component(**neighbour_sizes)
+        extra = {k: v for k, v in (optional or {}).items() if _takes(component, k)}
+        return component(**neighbour_sizes, **extra)
     raise ConfigError(f"expected a module or a partial, got {type(component).__name__}")
+
+
+def _takes(factory: Callable[..., Any], name: str) -> bool:
+    """Whether ``factory`` accepts the keyword ``name`` (explicitly or through ``**kwargs``)."""
+    try:
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):  # no signature to read: do not guess
+        return False
+    return name in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
 
 
 class AudioLanguageModel(nn.Module):
@@ -103,9 +117,15 @@ class AudioLanguageModel(nn.Module):
         """Finish the partial neighbours from the built ones, then assemble.
 
         The connector gets ``in_dim`` from the encoder and ``out_dim`` from the LLM; the time embedding gets
-        ``dim`` and ``frame_rate`` from the encoder. Sizes are never typed twice.
+        ``dim`` and ``frame_rate`` from the encoder (and its ``window_seconds``, if it takes that). Sizes are
+        never typed twice.
         """
-        time_embedding = _finish(time_embedding, dim=encoder.out_dim, frame_rate=encoder.frame_rate)
+        time_embedding = _finish(
+            time_embedding,
+            {"window_seconds": getattr(encoder, "window_seconds", None)},
+            dim=encoder.out_dim,
+            frame_rate=encoder.frame_rate,
+        )
         connector = _finish(connector, in_dim=encoder.out_dim, out_dim=llm.hidden_size)
         return cls(encoder, connector, llm, time_embedding, **kwargs)
 
@@ -192,7 +212,9 @@ class AudioLanguageModel(nn.Module):
         starts = torch.nonzero(edges == 1)[:, 1]
         ends = torch.nonzero(edges == -1)[:, 1]
         audio_lengths = (ends - starts).to(torch.long)  # (A,) in row-major order
-        win_start = torch.cumsum(window_tokens, 0) - window_tokens  # (W,) first token of each window
+        win_start = (
+            torch.cumsum(window_tokens, 0) - window_tokens
+        )  # (W,) first token of each window
         # An empty window is looked up by the token before it, so it joins the previous window's audio.
         key = win_start - (window_tokens == 0).to(win_start.dtype)
         audio_end = torch.cumsum(audio_lengths, 0)

@@ -29,6 +29,10 @@ class RotaryTimeEmbedding(nn.Module):
             and in-window axis, 512 channels in all).
         max_positions: Normalisation of the position tables (equals ``theta`` in the checkpoints).
         impl: Kernel choice passed to the dispatch (``auto``, ``triton``, ``reference``).
+        window_seconds: Seconds per encoder window (from the encoder). ``None``, or equal to tokens per
+            window / ``frame_rate`` (AF-Whisper: 750 / 25 = 30), keeps the checkpoints' formula bit for bit;
+            otherwise (HuBERT, WavLM: 1499 tokens at 50 Hz per 30 s) window ``w`` starts at
+            ``w * window_seconds``, not at ``w * 29.98``.
     """
 
     needs_timestamps = True
@@ -41,13 +45,14 @@ class RotaryTimeEmbedding(nn.Module):
         partial_rotary_factor: float = 0.2,
         max_positions: int | None = None,
         impl: str = "auto",
+        window_seconds: float | None = None,
     ) -> None:
         super().__init__()
         self.dim, self.frame_rate = dim, frame_rate
         self.theta, self.partial_rotary_factor = theta, partial_rotary_factor
         self.max_positions = int(theta) if max_positions is None else max_positions
         self.axis_dim = int(dim * partial_rotary_factor)
-        self.impl = impl
+        self.impl, self.window_seconds = impl, window_seconds
         if self.axis_dim % 2 or 2 * self.axis_dim > dim:
             raise ConfigError(
                 f"time_embedding: dim={dim} x partial_rotary_factor={partial_rotary_factor} gives "
@@ -63,6 +68,7 @@ class RotaryTimeEmbedding(nn.Module):
             "partial_rotary_factor": self.partial_rotary_factor,
             "max_positions": self.max_positions,
             "impl": self.impl,
+            "window_seconds": self.window_seconds,
         }
 
     def token_timestamps(self, window_index: torch.Tensor, tokens: int) -> torch.Tensor:
@@ -73,11 +79,24 @@ class RotaryTimeEmbedding(nn.Module):
             tokens: Tokens per (padded) window, ``T``.
 
         Returns:
-            ``(W, T)`` float32: ``(w * T) * step + n * step`` with ``step = 1 / frame_rate``.
+            ``(W, T)`` float32: ``(w * T) * step + n * step`` with ``step = 1 / frame_rate`` (the
+            checkpoints' order), or ``w * window_seconds + n * step`` when the window is not ``T`` steps long.
         """
         step = 1.0 / self.frame_rate
         offsets = torch.arange(tokens, device=window_index.device, dtype=torch.float32) * step
-        return window_index.to(torch.long).unsqueeze(1) * tokens * step + offsets
+        window = window_index.to(torch.long).unsqueeze(1)
+        if self._window_seconds(tokens) is None:
+            return window * tokens * step + offsets
+        return window * self.window_seconds + offsets
+
+    def _window_seconds(self, tokens: int) -> float | None:
+        """``window_seconds`` where it differs from ``tokens / frame_rate``, else ``None``."""
+        if (
+            self.window_seconds is None
+            or abs(tokens / self.frame_rate - self.window_seconds) < 1e-9
+        ):
+            return None
+        return float(self.window_seconds)
 
     def forward(self, hidden: torch.Tensor, window_index: torch.Tensor) -> torch.Tensor:
         """Apply RoTE.
@@ -96,7 +115,7 @@ class RotaryTimeEmbedding(nn.Module):
         return rote(
             hidden,
             timestamps,
-            window_duration=tokens / self.frame_rate,
+            window_duration=self._window_seconds(tokens) or tokens / self.frame_rate,
             axis_dim=self.axis_dim,
             theta=self.theta,
             max_positions=self.max_positions,

@@ -40,3 +40,39 @@ def test_waveform_windows_to_50hz_frames(model_type):
 def test_unknown_family_is_a_config_error():
     with pytest.raises(ConfigError, match="model_type"):
         SSLSpeechEncoder(model_type="bert", config={})
+
+
+def test_rote_windows_start_every_30_s_for_a_50hz_encoder():
+    """1499 tokens at 50 Hz per 30 s window: RoTE takes the window length from the encoder, so window 1
+    starts at 30 s (not 29.98 s); a time-embedding factory that does not take window_seconds still builds."""
+    from afnext import AudioLanguageModel
+    from afnext.connectors.mlp import MLPConnector
+    from afnext.connectors.rote import RotaryTimeEmbedding
+    from afnext.llms.hf import HFCausalLM
+
+    llm = {"model_type": "qwen2", "vocab_size": 1024, "hidden_size": 32, "intermediate_size": 64}
+    llm |= {"num_hidden_layers": 1, "num_attention_heads": 4, "num_key_value_heads": 2}
+    enc = SSLSpeechEncoder(model_type="hubert", config={**TINY, "hidden_size": 40})
+    model = AudioLanguageModel.build(enc, MLPConnector, HFCausalLM(config=llm), RotaryTimeEmbedding)
+    rote = model.time_embedding
+    assert rote.window_seconds == 30.0
+    stamps = rote.token_timestamps(torch.tensor([0, 1, 59]), 1499)
+    assert stamps[1, 0].item() == 30.0 and stamps[2, 0].item() == 1770.0
+    assert stamps[1, 1].item() == pytest.approx(30.02)
+    hidden = torch.randn(2, 1499, 40)
+    spaced = rote(hidden, torch.tensor([0, 1]))
+    plain = RotaryTimeEmbedding(dim=40, frame_rate=50.0)
+    assert plain.token_timestamps(torch.tensor([1]), 1499)[0, 0].item() == pytest.approx(29.98)
+    assert not torch.allclose(spaced[1], plain(hidden, torch.tensor([0, 1]))[1])
+    # AF-Whisper: 750 tokens / 25 Hz is the window, so the checkpoints' formula stays bit for bit.
+    whisper = RotaryTimeEmbedding(dim=40, frame_rate=25.0, window_seconds=30.0)
+    index = torch.tensor([0, 3, 59])
+    legacy = RotaryTimeEmbedding(dim=40, frame_rate=25.0).token_timestamps(index, 750)
+    assert torch.equal(whisper.token_timestamps(index, 750), legacy)
+    plugin = AudioLanguageModel.build(
+        enc,
+        MLPConnector,
+        HFCausalLM(config=llm),
+        lambda dim, frame_rate: RotaryTimeEmbedding(dim, frame_rate),
+    )
+    assert plugin.time_embedding.window_seconds is None
