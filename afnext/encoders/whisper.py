@@ -161,16 +161,23 @@ class AFWhisperEncoder(nn.Module):
         )
         state = read_state_dict(path)
         expected = set(encoder.tower.state_dict().keys())
+        candidates = []  # (prefix, its keys) per prefix tried
         for prefix in _PREFIXES:
             picked = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
             if prefix == "":
                 picked = {k: v for k, v in picked.items() if k in expected}
+            candidates.append((prefix, picked))
             if expected <= set(picked):
                 break
         else:
+            # Name what is missing under the prefix that holds the most of the encoder: one weight short of
+            # a full audio_tower is that weight, not every key at the top level.
+            prefix, picked = max(candidates, key=lambda c: len(expected & set(c[1])))
+            missing = sorted(expected - set(picked))
             raise CheckpointError(
-                f"{path}: no complete AF-Whisper / Whisper encoder found. Missing (first 10): "
-                f"{sorted(expected - set(picked))[:10]}. Expected keys under one of the prefixes "
+                f"{path}: no complete AF-Whisper / Whisper encoder found. Closest: the keys under "
+                f"{prefix or 'the top level'!r}, which lack {len(missing)} weight(s) (first 10): "
+                f"{[prefix + k for k in missing[:10]]}. Expected keys under one of the prefixes "
                 f"{[p for p in _PREFIXES if p]} or at the top level."
             )
         unexpected = sorted(set(picked) - expected)
