@@ -90,8 +90,12 @@ def test_an_empty_last_window_stays_with_its_audio():
     its own audio, so the next audio's windows restart at 0 (same tokens as that audio alone), and an audio
     ending that way is fine last in the prompt too."""
     torch.manual_seed(0)
-    enc = AFWhisperEncoder(d_model=40, num_layers=1, num_heads=2, ffn_dim=64, max_source_positions=100)
-    m = AudioLanguageModel.build(enc, MLPConnector, HFCausalLM(config=LLM), RotaryTimeEmbedding).eval()
+    enc = AFWhisperEncoder(
+        d_model=40, num_layers=1, num_heads=2, ffn_dim=64, max_source_positions=100
+    )
+    m = AudioLanguageModel.build(
+        enc, MLPConnector, HFCausalLM(config=LLM), RotaryTimeEmbedding
+    ).eval()
     proc = AudioProcessor.from_model(m, padding_side="right")
     short_tail, other = tone_mix(2.0 + 100 / 16000, 1), tone_mix(3.0, 2)
 
@@ -101,8 +105,10 @@ def test_an_empty_last_window_stays_with_its_audio():
         tokens = m.audio_tokens_for_frames(out["input_features_mask"].sum(-1))
         index = m._window_index(out["input_ids"], tokens)
         with torch.no_grad():
-            return tokens, index, m.encode_audio(
-                out["input_features"], out["input_features_mask"], out["input_ids"]
+            return (
+                tokens,
+                index,
+                m.encode_audio(out["input_features"], out["input_features_mask"], out["input_ids"]),
             )
 
     tokens, index, both = encoded([short_tail, other])
