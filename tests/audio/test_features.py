@@ -236,7 +236,9 @@ def test_threads_leave_the_callers_thread_settings_alone(signals):
 def test_non_finite_samples_are_an_error_naming_the_window(signals, bad):
     wave = torch.from_numpy(signals.noise(75.0))
     wave[SR * 40 + 123] = bad  # in the second 30 s window
-    with pytest.raises(AudioError, match=r"<waveform>: non-finite samples .* in window 1 \(30-60 s\) of 3"):
+    with pytest.raises(
+        AudioError, match=r"<waveform>: non-finite samples .* in window 1 \(30-60 s\) of 3"
+    ):
         whisper_features(wave)
     windows = split_windows(wave).samples
     windows[2, 0] = bad

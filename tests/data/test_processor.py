@@ -99,7 +99,9 @@ def test_audio_too_short_for_one_token_is_an_error_naming_it(tokenizer, tmp_path
     prompt = [[{"role": "user", "content": "<sound> what?"}]]
     clip = tmp_path / "click.wav"
     soundfile.write(clip, 0.1 * torch.randn(320).numpy(), 16000)
-    with pytest.raises(AudioError, match=r"click\.wav: 320 samples \(20\.0 ms\).*at least 321 samples"):
+    with pytest.raises(
+        AudioError, match=r"click\.wav: 320 samples \(20\.0 ms\).*at least 321 samples"
+    ):
         proc(prompt, audio=[[str(clip)]])
     with pytest.raises(AudioError, match=r"<array>: 320 samples"):
         proc(prompt, audio=[[0.1 * torch.randn(320)]])
