@@ -364,7 +364,9 @@ class AudioLanguageModel(nn.Module):
 
         Args:
             path: Checkpoint folder (safetensors, sharded or not).
-            **kwargs: ``attn_implementation``, ``dtype``, ``trainable``.
+            **kwargs: ``attn_implementation`` (the LLM's: ``sdpa``, ``eager``, ``flex_attention``, ...),
+                ``encoder_attn_implementation`` (the encoder's; default ``sdpa`` for transformers folders and
+                the recorded one for afnext folders), ``dtype``, ``trainable``.
 
         Raises:
             CheckpointError: Not a known checkpoint, or weights missing / unexpected (listed).

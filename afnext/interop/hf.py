@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from afnext.errors import CheckpointError
-from afnext.interop.native import assign_state_dict
+from afnext.interop.native import assign_state_dict, listing, weight_mismatch
 from afnext.interop.safetensors_io import (
     atomic_dir,
     read_config,
@@ -46,25 +46,81 @@ _EXPORT_RULES = [
 ]
 
 
-def _rename(key: str, path: Path) -> str:
+def _rename(key: str) -> str | None:
+    """afnext's name for a checkpoint weight; None when no rule places it."""
     for pattern, prefix in _IMPORT_RULES:
         if pattern.match(key):
             return pattern.sub(prefix, key, count=1)
-    raise CheckpointError(
-        f"{path}: unexpected weight {key!r}; an AF3 / Music Flamingo checkpoint holds audio_tower.*, "
-        "multi_modal_projector.* and language_model.* only"
-    )
+    return None
+
+
+def _match_weights(
+    model: Any, state: dict[str, torch.Tensor], path: Path
+) -> dict[str, torch.Tensor]:
+    """``state`` under afnext's names, or one CheckpointError naming every mismatch by its checkpoint name.
+
+    Raises:
+        CheckpointError: Weights of the checkpoint that no rule places or the model lacks (unknown), and
+            weights the model needs that the checkpoint lacks (missing: the released layout's name, then
+            afnext's), all listed at once.
+    """
+    names: dict[str, str] = {}  # afnext name -> checkpoint name
+    unknown: list[str] = []
+    for key in state:
+        new = _rename(key)
+        # Unplaced, or a second copy of one weight (two layouts mixed in one folder).
+        if new is None or new in names:
+            unknown.append(key)
+        else:
+            names[new] = key
+    missing, unexpected = weight_mismatch(model, names)
+    unknown = sorted([*unknown, *(names[k] for k in unexpected)])
+    if missing or unknown:
+        described = [f"{_checkpoint_name(k)} (afnext: {k})" for k in missing]
+        raise CheckpointError(
+            f"{path}: weights do not match config.json. Missing {listing(described)}; unknown "
+            f"{listing(unknown)}. An AF3 / Music Flamingo checkpoint holds audio_tower.*, "
+            "multi_modal_projector.*, language_model.model.* and language_model.lm_head.* (or transformers' "
+            "in-memory model.audio_tower.*, model.multi_modal_projector.*, model.language_model.*, lm_head.*) "
+            "for the sizes in config.json; re-save it with transformers' save_pretrained, or fix config.json"
+        )
+    return {new: state[old] for new, old in names.items()}
+
+
+def _checkpoint_name(key: str) -> str:
+    """The released layout's name for afnext weight ``key`` (``key`` itself if it has none)."""
+    for prefix, target in _EXPORT_RULES:
+        if key.startswith(prefix):
+            return target + key[len(prefix) :]
+    return key
 
 
 def load_hf(
     path: str | Path,
     *,
     attn_implementation: str = "sdpa",
+    encoder_attn_implementation: str = "sdpa",
     dtype: torch.dtype | None = None,
     trainable: tuple[str, ...] = ("encoder", "connector", "llm"),
     lora: dict[str, Any] | None = None,
 ) -> Any:
-    """Load a transformers AF3 / Music Flamingo / AF-Next checkpoint folder as an AudioLanguageModel."""
+    """Load a transformers AF3 / Music Flamingo / AF-Next checkpoint folder as an AudioLanguageModel.
+
+    Args:
+        path: The checkpoint folder (config.json, safetensors, processor / tokenizer files).
+        attn_implementation: The LLM's attention back end (``sdpa``, ``eager``, ``flex_attention``, ...).
+        encoder_attn_implementation: The encoder's (transformers' ``AudioFlamingo3Encoder`` supports
+            ``sdpa``, ``eager``, ``flash_attention_2`` and ``afnext_varlen``, not ``flex_attention``).
+        dtype: Cast the weights to this dtype.
+        trainable: Parts that train.
+        lora: peft ``LoraConfig`` keys to add adapters to the LLM after loading.
+
+    The LLM's output embeddings are never tied to its input embeddings, whatever
+    ``text_config.tie_word_embeddings`` says: transformers' ``AudioFlamingo3ForConditionalGeneration`` and
+    ``MusicFlamingoForConditionalGeneration`` set ``_tied_weights_keys = None`` (transformers 5,
+    ``modeling_audioflamingo3.py``), so they use the stored ``language_model.lm_head.weight``, and so does
+    afnext; a folder without it is an error (transformers would start it from random values).
+    """
     from accelerate import init_empty_weights
 
     from afnext.connectors.mlp import MLPConnector
@@ -85,6 +141,7 @@ def load_hf(
     enc = _encoder_config_dict(config, path)
     text_config = {k: v for k, v in config["text_config"].items() if k not in ("architectures",)}
     text_config.setdefault("model_type", "qwen2")
+    text_config["tie_word_embeddings"] = False  # see the docstring: transformers' classes never tie
     with init_empty_weights():
         encoder = AFWhisperEncoder(
             d_model=enc["d_model"],
@@ -94,7 +151,7 @@ def load_hf(
             num_mel_bins=enc["num_mel_bins"],
             max_source_positions=enc["max_source_positions"],
             activation_function=enc.get("activation_function", "gelu"),
-            attn_implementation=attn_implementation,
+            attn_implementation=encoder_attn_implementation,
         )
         llm = HFCausalLM(
             config=text_config, tokenizer=str(path), attn_implementation=attn_implementation
@@ -133,8 +190,7 @@ def load_hf(
             raise CheckpointError(
                 f"{path}/config.json: {name}={config[name]} but the tokenizer in the folder maps it to {key}"
             )
-    state = {_rename(k, path): v for k, v in read_state_dict(path).items()}
-    assign_state_dict(model, state, path)
+    assign_state_dict(model, _match_weights(model, read_state_dict(path), path), path)
     if dtype is not None:
         model.to(dtype)
     if (path / "generation_config.json").is_file():
@@ -260,9 +316,9 @@ def save_hf(model: Any, path: str | Path) -> Path:
 
 
 def _export_key(key: str) -> str:
-    for prefix, target in _EXPORT_RULES:
-        if key.startswith(prefix):
-            return target + key[len(prefix) :]
+    name = _checkpoint_name(key)
+    if name != key:
+        return name
     raise CheckpointError(
         f"format='hf': weight {key!r} has no place in an AF3 / Music Flamingo checkpoint"
     )

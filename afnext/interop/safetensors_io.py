@@ -165,8 +165,18 @@ def write_state_dict(
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    # safetensors refuses shared storage (tied weights): store contiguous copies.
-    tensors = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
+    # safetensors refuses two names on one storage (tied weights): each name after the first gets its own
+    # copy. Formats that re-tie on load drop the duplicate before calling this (see native.save_afnext);
+    # transformers' AF3 / Music Flamingo classes never re-tie, so an HF-format folder needs both copies.
+    tensors: dict[str, torch.Tensor] = {}
+    seen: set[tuple[int, int]] = set()
+    for key in sorted(state):
+        value = state[key].detach().to("cpu")
+        storage = (value.untyped_storage().data_ptr(), value.untyped_storage().nbytes())
+        if storage in seen and value.numel():
+            value = value.clone()
+        seen.add(storage)
+        tensors[key] = value.contiguous()
     shards: list[dict[str, torch.Tensor]] = [{}]
     size = 0
     for key in sorted(tensors):
