@@ -107,3 +107,26 @@ def chat(question: str, answer: str | None = None) -> list[dict]:
     if answer is not None:
         messages.append({"role": "assistant", "content": answer})
     return messages
+
+
+TINY_LLM = {
+    "model_type": "qwen2",
+    "vocab_size": 1024,
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_hidden_layers": 1,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+}
+"""A one-layer Qwen2 for the bundled 1,024-token tokenizer (``HFCausalLM(config=TINY_LLM)``)."""
+
+TINY_SSL = {
+    "hidden_size": 16,
+    "num_hidden_layers": 1,
+    "num_attention_heads": 2,
+    "intermediate_size": 32,
+    "conv_dim": [16] * 7,
+    "num_conv_pos_embeddings": 16,
+    "num_conv_pos_embedding_groups": 2,
+}
+"""A one-layer HuBERT / WavLM (``SSLSpeechEncoder(model_type=..., config=TINY_SSL)``)."""

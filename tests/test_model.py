@@ -13,17 +13,9 @@ from afnext.data.processor import AudioProcessor
 from afnext.encoders.whisper import AFWhisperEncoder
 from afnext.errors import CheckpointError, ConfigError, InputError
 from afnext.llms.hf import HFCausalLM
-from tests.helpers import tone_mix
+from tests.helpers import TINY_LLM, tone_mix
 
-LLM = {
-    "model_type": "qwen2",
-    "vocab_size": 1024,
-    "hidden_size": 32,
-    "intermediate_size": 64,
-    "num_hidden_layers": 1,
-    "num_attention_heads": 4,
-    "num_key_value_heads": 2,
-}
+LLM = TINY_LLM
 
 
 def build(

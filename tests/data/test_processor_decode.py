@@ -16,17 +16,9 @@ from afnext.data.processor import AudioProcessor
 from afnext.encoders.whisper import AFWhisperEncoder
 from afnext.llms.hf import HFCausalLM
 from afnext.llms.tokenizer import TINY_TOKENIZER_DIR
-from tests.helpers import tone_mix
+from tests.helpers import TINY_LLM, tone_mix
 
-LLM = {
-    "model_type": "qwen2",
-    "vocab_size": 1024,
-    "hidden_size": 32,
-    "intermediate_size": 64,
-    "num_hidden_layers": 1,
-    "num_attention_heads": 4,
-    "num_key_value_heads": 2,
-}
+LLM = TINY_LLM
 ANSWERS = ["Two beeps.", "A dog barks twice, then a car passes."]
 
 

@@ -18,7 +18,7 @@ from afnext.encoders.ssl import SSLSpeechEncoder
 from afnext.encoders.whisper import AFWhisperEncoder
 from afnext.errors import CheckpointError, ConfigError
 from afnext.llms.hf import HFCausalLM
-from tests.helpers import tiny_hf_configs
+from tests.helpers import TINY_LLM, TINY_SSL, tiny_hf_configs
 
 ATOL = 1e-5
 
@@ -112,15 +112,7 @@ def test_af_whisper_names_the_missing_tower_weight(tmp_path):
         AFWhisperEncoder.from_pretrained(tmp_path)
 
 
-SSL_TINY = {
-    "hidden_size": 16,
-    "num_hidden_layers": 1,
-    "num_attention_heads": 2,
-    "intermediate_size": 32,
-    "conv_dim": [16] * 7,
-    "num_conv_pos_embeddings": 16,
-    "num_conv_pos_embedding_groups": 2,
-}
+SSL_TINY = TINY_SSL
 
 
 @pytest.mark.parametrize(
@@ -176,15 +168,7 @@ def test_ssl_folder_of_another_family_is_a_clear_error(tmp_path):
 # --------------------------------------------------------------------------------------------------
 # Connector widths must match the neighbours (afnext/model.py)
 # --------------------------------------------------------------------------------------------------
-LLM = {
-    "model_type": "qwen2",
-    "vocab_size": 1024,
-    "hidden_size": 32,
-    "intermediate_size": 64,
-    "num_hidden_layers": 1,
-    "num_attention_heads": 4,
-    "num_key_value_heads": 2,
-}
+LLM = TINY_LLM
 
 
 @pytest.fixture(scope="module")

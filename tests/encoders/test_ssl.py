@@ -8,16 +8,9 @@ import torch
 from afnext.encoders.base import encoder_input_kind, encoder_output_lengths
 from afnext.encoders.ssl import SSLSpeechEncoder
 from afnext.errors import ConfigError
+from tests.helpers import TINY_LLM, TINY_SSL
 
-TINY = {
-    "hidden_size": 16,
-    "num_hidden_layers": 1,
-    "num_attention_heads": 2,
-    "intermediate_size": 32,
-    "conv_dim": [16] * 7,
-    "num_conv_pos_embeddings": 16,
-    "num_conv_pos_embedding_groups": 2,
-}
+TINY = TINY_SSL
 
 
 @pytest.mark.parametrize("model_type", ["hubert", "wavlm"])
@@ -50,8 +43,7 @@ def test_rote_windows_start_every_30_s_for_a_50hz_encoder():
     from afnext.connectors.rote import RotaryTimeEmbedding
     from afnext.llms.hf import HFCausalLM
 
-    llm = {"model_type": "qwen2", "vocab_size": 1024, "hidden_size": 32, "intermediate_size": 64}
-    llm |= {"num_hidden_layers": 1, "num_attention_heads": 4, "num_key_value_heads": 2}
+    llm = TINY_LLM
     enc = SSLSpeechEncoder(model_type="hubert", config={**TINY, "hidden_size": 40})
     model = AudioLanguageModel.build(enc, MLPConnector, HFCausalLM(config=llm), RotaryTimeEmbedding)
     rote = model.time_embedding

@@ -10,15 +10,9 @@ import torch
 from afnext.errors import CheckpointError, ConfigError
 from afnext.llms.hf import HFCausalLM
 from afnext.llms.tokenizer import CHATML_TEMPLATE, TINY_TOKENIZER_DIR
+from tests.helpers import TINY_LLM
 
-TINY = {
-    "vocab_size": 1024,
-    "hidden_size": 32,
-    "intermediate_size": 64,
-    "num_hidden_layers": 1,
-    "num_attention_heads": 4,
-    "num_key_value_heads": 2,
-}
+TINY = {k: v for k, v in TINY_LLM.items() if k != "model_type"}
 
 
 @pytest.mark.parametrize("model_type", ["qwen2", "qwen3", "llama"])
