@@ -44,7 +44,8 @@ def test_option_composes_and_builds(group, option, tiny_checkpoints):
 
 def test_afnext_preset_parameter_count_equals_transformers_reference():
     """The full AF-Next build has exactly the parameters of MusicFlamingoForConditionalGeneration at the
-    released dimensions (Whisper-large-v3 encoder, Qwen2.5-7B 128K)."""
+    released dimensions (Whisper-large-v3 encoder, Qwen2.5-7B 128K, the vocabulary of its tokenizer: 151,672,
+    the <|sound_eos|> id 151671 + 1)."""
     from transformers import (
         AudioFlamingo3EncoderConfig,
         MusicFlamingoConfig,
@@ -54,7 +55,7 @@ def test_afnext_preset_parameter_count_equals_transformers_reference():
 
     model = build_on_meta(compose_config("info", ["preset=afnext"]))
     text = Qwen2Config(
-        vocab_size=152064,
+        vocab_size=151672,
         hidden_size=3584,
         intermediate_size=18944,
         num_hidden_layers=28,
