@@ -56,7 +56,11 @@ CHATML_TEMPLATE = (
 
 
 def ensure_audio_tokens(tokenizer: Any) -> list[str]:
-    """Add afnext's audio and ChatML tokens to a tokenizer where missing; set a chat template if none.
+    """Add afnext's audio and ChatML tokens to a tokenizer where missing; make its chat template ChatML.
+
+    afnext's processor renders every prompt in ChatML (AF3 / AF-Next's format) whatever the LLM, so a
+    tokenizer without a template, or with one that is not ChatML (Llama 3's, say), gets ChatML: then
+    ``tokenizer.apply_chat_template`` and a saved model's tokenizer say what the model was trained on.
 
     Args:
         tokenizer: A transformers tokenizer.
@@ -73,7 +77,8 @@ def ensure_audio_tokens(tokenizer: Any) -> list[str]:
         )
     if tokenizer.pad_token is None:
         tokenizer.pad_token = ENDOFTEXT if ENDOFTEXT in tokenizer.get_vocab() else IM_END
-    if not getattr(tokenizer, "chat_template", None):
+    template = getattr(tokenizer, "chat_template", None)
+    if not isinstance(template, str) or IM_START not in template:
         tokenizer.chat_template = CHATML_TEMPLATE
     return missing
 

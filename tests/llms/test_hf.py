@@ -57,6 +57,24 @@ def test_chat_template_renders_af3_prompt():
     )
 
 
+def test_a_non_chatml_template_becomes_chatml():
+    """The processor renders ChatML for every LLM, so the tokenizer's own template says the same."""
+    from transformers import AutoTokenizer
+
+    from afnext.llms.tokenizer import ensure_audio_tokens
+
+    tok = AutoTokenizer.from_pretrained(TINY_TOKENIZER_DIR)
+    tok.chat_template = "{% for m in messages %}<|start_header_id|>{{ m['content'] }}{% endfor %}"
+    ensure_audio_tokens(tok)
+    assert tok.chat_template == CHATML_TEMPLATE
+    qwen_like = CHATML_TEMPLATE.replace(
+        "<|im_start|>system", "<|im_start|>system\n"
+    )  # ChatML: kept
+    tok.chat_template = qwen_like
+    ensure_audio_tokens(tok)
+    assert tok.chat_template == qwen_like
+
+
 def test_lora_adapters_are_separate_parameters():
     llm = HFCausalLM(
         config={"model_type": "qwen2", **TINY},
