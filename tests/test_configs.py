@@ -9,7 +9,14 @@ from hydra.utils import instantiate
 from afnext.cli import build_on_meta, compose_config, config_groups
 
 MODEL_GROUPS = ("encoder", "time_embedding", "connector", "llm", "preset")
-FULL_SIZE = {"whisper_large_v3", "qwen2_5_7b", "af3", "afnext"}
+FULL_SIZE = {
+    "whisper_large_v3",
+    "qwen2_5_7b",
+    "qwen2_5_7b_afnext",
+    "qwen2_5_7b_af3",
+    "af3",
+    "afnext",
+}
 NEEDS_PATH = {"whisper_large_v3_pretrained", "qwen2_5_7b_pretrained"}
 
 
@@ -40,6 +47,16 @@ def test_option_composes_and_builds(group, option, tiny_checkpoints):
     counts = model.parameter_counts()
     assert counts["all"]["total"] > 0
     assert counts["encoder"]["total"] > 0 and counts["llm"]["total"] > 0
+
+
+@pytest.mark.parametrize("recipe", ["preset=afnext", "experiment=af3"])
+def test_full_size_recipes_take_a_pretrained_llm(recipe):
+    """The recipes' own LLM sizes live in their llm option, so swapping in released weights leaves the LLM
+    with a path and no config (HFCausalLM takes exactly one)."""
+    llm = compose_config("train", [recipe, "llm=qwen2_5_7b_pretrained", "llm.path=/ckpt/q"]).llm
+    assert llm.path == "/ckpt/q" and "config" not in llm
+    sized = compose_config("train", [recipe]).llm
+    assert sized.config.vocab_size == (151672 if recipe == "preset=afnext" else 152064)
 
 
 def test_afnext_preset_parameter_count_equals_transformers_reference():
