@@ -198,7 +198,7 @@ class AudioLanguageModel(nn.Module):
 
         Follows transformers' ``MusicFlamingoModel._build_audio_timestamps``: each maximal run of audio
         slots is one audio; windows are assigned to audios in order by their token counts. A window that yields
-        no token (the last window of an audio that ends 10-20 ms into it) belongs to the audio of the window
+        no token (the last window of an audio that ends at most 20 ms into it) belongs to the audio of the window
         before it: windows fill each audio in order, so only an audio's last window can be empty. (transformers
         counts it towards the next audio, or fails when it is the last.)
         """

@@ -228,8 +228,10 @@ def _frames(windows: torch.Tensor, frames: torch.Tensor, plan: _Plan) -> None:
     hann, hop, count = plan.hann, plan.hop_length, plan.num_frames
     n_fft, length = hann.shape[0], windows.shape[-1]
     pad = n_fft // 2
-    first = -(-pad // hop)  # frames [first, end) lie inside the window
-    end = min(count, (length - pad) // hop + 1)
+    # Frame t covers samples [t * hop - pad, t * hop - pad + n_fft): frames [first, end) lie inside the window
+    # (n_fft - pad is pad + 1 for an odd n_fft).
+    first = -(-pad // hop)
+    end = min(count, (length - (n_fft - pad)) // hop + 1)
     reflect = torch.nn.functional.pad
     if end <= first:  # a short window: every frame reaches into the padding
         padded = reflect(windows, (pad, pad), mode="reflect")

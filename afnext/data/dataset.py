@@ -210,6 +210,8 @@ class ManifestDataset(Dataset):
             try:
                 wave = proc.load(sound)
                 f, m, n = proc.features(wave, str(sound))
+            except ConfigError:  # the settings are wrong, not this sample: stop
+                raise
             except (AfnextError, OSError) as exc:
                 raise _BadSample(UNREADABLE_AUDIO, f"cannot use audio: {exc}") from exc
             seconds += wave.numel() / proc.sampling_rate

@@ -40,8 +40,8 @@ class AFWhisperEncoder(nn.Module):
         num_mel_bins: Mel bins of the input (128).
         max_source_positions: Positions after the conv stem (1500 = 30 s at 50 Hz).
         activation_function: Activation of the feed-forward layers.
-        attn_implementation: transformers attention back end (``sdpa``, ``eager``, ``flex_attention``,
-            ``afnext_varlen`` once the kernels are registered).
+        attn_implementation: transformers attention back end (``sdpa``, ``eager``, ``flash_attention_2``,
+            ``afnext_varlen``; transformers' Whisper-style encoder has no ``flex_attention``).
     """
 
     input_kind = "log_mel"

@@ -59,8 +59,9 @@ def ensure_audio_tokens(tokenizer: Any) -> list[str]:
     """Add afnext's audio and ChatML tokens to a tokenizer where missing; make its chat template ChatML.
 
     afnext's processor renders every prompt in ChatML (AF3 / AF-Next's format) whatever the LLM, so a
-    tokenizer without a template, or with one that is not ChatML (Llama 3's, say), gets ChatML: then
-    ``tokenizer.apply_chat_template`` and a saved model's tokenizer say what the model was trained on.
+    tokenizer without a template, or with one that is not ChatML (Llama 3's, say), gets afnext's ChatML
+    template. A ChatML template the tokenizer already has (Qwen's, with its own default system prompt) is
+    kept: the turn format is the same, the default system prompt may differ from the processor's.
 
     Args:
         tokenizer: A transformers tokenizer.

@@ -158,14 +158,14 @@ def test_split_windows_feeds_the_same_features(signals):
     assert torch.equal(windows.frame_mask(), mask)
 
 
-def _dense_log_mel(windows: torch.Tensor, n_mels: int) -> torch.Tensor:
+def _dense_log_mel(windows: torch.Tensor, n_mels: int, n_fft: int = 400) -> torch.Tensor:
     """The textbook computation: torch.stft, |X|^2, the whole filter bank, Whisper's normalisation."""
     from afnext.audio.mel import mel_filter_bank
 
     spec = torch.stft(
-        windows, 400, 160, window=torch.hann_window(400), center=True, return_complex=True
+        windows, n_fft, 160, window=torch.hann_window(n_fft), center=True, return_complex=True
     )[..., :-1]
-    bank = mel_filter_bank(n_mels, n_fft=400, sampling_rate=SR, device="cpu", dtype=torch.float32)
+    bank = mel_filter_bank(n_mels, n_fft=n_fft, sampling_rate=SR, device="cpu", dtype=torch.float32)
     mel = (bank @ spec.abs() ** 2).clamp(min=1e-10).log10()
     mel = torch.maximum(mel, mel.amax(dim=(1, 2), keepdim=True) - 8.0)
     return (mel + 4.0) / 4.0
@@ -201,6 +201,16 @@ def test_short_windows_equal_the_textbook_computation(length):
     got = log_mel_spectrogram(windows, workers=2)
     assert got.shape == (3, 128, length // 160)
     torch.testing.assert_close(got, _dense_log_mel(windows, 128), rtol=0, atol=2e-5)
+
+
+@pytest.mark.parametrize("n_fft", [399, 401, 512])
+@pytest.mark.parametrize("length", [4040, 4041, 4200])
+def test_any_n_fft_equals_the_textbook_computation(n_fft, length):
+    """An odd n_fft covers pad + 1 samples right of a frame's centre: at 4040 samples (4040 - 200 a multiple
+    of the hop) the last frame reaches into the padding and must be framed from the padded edge."""
+    windows = torch.randn(2, length, generator=torch.Generator().manual_seed(n_fft + length))
+    got = log_mel_spectrogram(windows, n_fft=n_fft, workers=2)
+    torch.testing.assert_close(got, _dense_log_mel(windows, 128, n_fft), rtol=0, atol=2e-5)
 
 
 def test_log_mel_rejects_windows_too_short_to_reflect_pad():

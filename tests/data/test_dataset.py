@@ -165,6 +165,30 @@ def test_skip_mode_returns_a_marker_with_file_line_and_reason(tmp_path, processo
     assert "corrupt.wav" in ds[CORPUS.index("corrupt")].message
 
 
+def test_too_short_audio_is_skipped_but_bad_settings_stop(tmp_path, processor):
+    """Audio too short for a token is this sample's problem (skipped, named); a bad window length is the
+    run's (a ConfigError for every sample, so it is raised, not counted as bad audio)."""
+    write_tone(tmp_path / "audio" / "click.wav", 0.015)
+    qa = _turns(("human", "<sound>\nWhat is it?"), ("gpt", "a click"))
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text(
+        json.dumps({"id": "click", "sound": "audio/click.wav", "conversations": qa}) + "\n"
+    )
+    item = ManifestDataset(manifest, processor, on_error="skip")[0]
+    assert (
+        isinstance(item, Skipped) and "click.wav" in item.message and "no LLM token" in item.message
+    )
+    from transformers import AutoTokenizer
+
+    from afnext.encoders.whisper import AFWhisperEncoder
+    from afnext.llms.tokenizer import TINY_TOKENIZER_DIR
+
+    tokenizer = AutoTokenizer.from_pretrained(TINY_TOKENIZER_DIR)
+    odd = AudioProcessor(tokenizer, AFWhisperEncoder.output_lengths, window_seconds=1e-5)
+    with pytest.raises(ConfigError, match="window_seconds"):
+        ManifestDataset(manifest, odd, on_error="skip")[0]
+
+
 def test_limits_skip_long_audio_and_long_samples(tmp_path, processor):
     manifest = write_corpus(tmp_path)
     ds = ManifestDataset(manifest, processor, max_audio_seconds=1.5)
