@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from afnext.errors import CheckpointError
+from afnext.errors import CheckpointError, ConfigError
 from afnext.llms.attention import prepare_attn_implementation
 
 __all__ = ["AFWhisperEncoder"]
@@ -73,6 +73,11 @@ class AFWhisperEncoder(nn.Module):
             max_source_positions=max_source_positions,
             activation_function=activation_function,
         )
+        if attn_implementation == "flex_attention":
+            raise ConfigError(
+                "encoder.attn_implementation=flex_attention: transformers' Whisper-style encoder does not "
+                "support it; use sdpa, eager, flash_attention_2 or afnext_varlen (the LLM may use flex_attention)"
+            )
         config._attn_implementation = prepare_attn_implementation(attn_implementation)
         self.tower = AudioFlamingo3Encoder(config)
         self.out_dim = d_model

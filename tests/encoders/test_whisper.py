@@ -91,3 +91,12 @@ def test_not_a_checkpoint_is_a_clear_error(tmp_path):
     (tmp_path / "config.json").write_text('{"model_type": "bert"}')
     with pytest.raises(CheckpointError, match="bert"):
         AFWhisperEncoder.from_pretrained(tmp_path)
+
+
+def test_flex_attention_is_a_config_error_for_the_encoder():
+    from afnext.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"encoder\.attn_implementation=flex_attention"):
+        AFWhisperEncoder(
+            d_model=16, num_layers=1, num_heads=2, ffn_dim=32, attn_implementation="flex_attention"
+        )
