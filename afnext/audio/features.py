@@ -30,7 +30,7 @@ from typing import NamedTuple
 import torch
 
 from afnext.audio.mel import mel_filter_bank
-from afnext.audio.resample import resample
+from afnext.audio.resample import Backend, resample
 from afnext.audio.windows import (
     HOP_LENGTH,
     MAX_SECONDS,
@@ -283,6 +283,7 @@ def whisper_features(
     n_mels: int = 128,
     window_seconds: float = WINDOW_SECONDS,
     max_seconds: float | None = MAX_SECONDS,
+    resample_backend: Backend = "soxr",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Log-mel features and frame mask of every 30 s window of a mono waveform.
 
@@ -296,6 +297,7 @@ def whisper_features(
         n_mels: Number of mel bands (128 for AF-Whisper / Whisper-large-v3).
         window_seconds: Window length in seconds.
         max_seconds: Longest audio accepted; ``None`` means no limit.
+        resample_backend: ``"soxr"`` or ``"torchaudio"`` (see :mod:`afnext.audio.resample`).
 
     Returns:
         ``features``: ``(W, n_mels, T)`` float32, ``T = window_seconds * 100`` (3000 for 30 s).
@@ -308,7 +310,7 @@ def whisper_features(
     # Check shape and length before resampling, so bad input fails fast and cheaply.
     check_mono(wave)
     check_duration(wave.shape[0], sampling_rate, max_seconds, source="<waveform>")
-    wave = resample(wave.to(torch.float32), sampling_rate, SAMPLING_RATE)
+    wave = resample(wave.to(torch.float32), sampling_rate, SAMPLING_RATE, backend=resample_backend)
     per_window, lengths = window_lengths(
         wave, sampling_rate=SAMPLING_RATE, window_seconds=window_seconds, max_seconds=max_seconds
     )

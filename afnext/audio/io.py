@@ -17,7 +17,7 @@ from typing import BinaryIO
 import numpy as np
 import torch
 
-from afnext.audio.resample import resample
+from afnext.audio.resample import Backend, resample
 from afnext.audio.windows import (
     HOP_LENGTH,
     MAX_SECONDS,
@@ -112,11 +112,12 @@ def load_audio(
     path_or_bytes: AudioSource,
     sampling_rate: int = SAMPLING_RATE,
     max_seconds: float | None = MAX_SECONDS,
+    resample_backend: Backend = "soxr",
 ) -> torch.Tensor:
     """Load an audio file as a checked mono float32 waveform at ``sampling_rate``.
 
-    Channels are averaged to mono; other sample rates are resampled with
-    :func:`afnext.audio.resample` (torchaudio's windowed sinc).
+    Channels are averaged to mono; other sample rates are resampled with :func:`afnext.audio.resample`
+    (libsoxr by default, or torchaudio's windowed sinc).
 
     Args:
         path_or_bytes: A path (``str`` / ``os.PathLike``), the encoded file as ``bytes``, or a
@@ -124,6 +125,7 @@ def load_audio(
         sampling_rate: Sample rate of the returned waveform in Hz.
         max_seconds: Longest audio accepted, in seconds; ``None`` means no limit. Defaults to
             1800 s (30 min, 60 windows of 30 s).
+        resample_backend: ``"soxr"`` or ``"torchaudio"`` (see :mod:`afnext.audio.resample`).
 
     Returns:
         ``(S,)`` float32 mono waveform, ``S >= sampling_rate / 100`` (at least one 10 ms hop).
@@ -132,7 +134,7 @@ def load_audio(
         AudioError: If the file is missing, cannot be decoded, holds no samples, is shorter than
             one 10 ms feature hop, holds NaN or infinite samples, or is longer than
             ``max_seconds``. The message names the file (or ``"<bytes, N bytes>"``).
-        TypeError: If ``path_or_bytes`` is none of the accepted types.
+        UsageError: If ``path_or_bytes`` is none of the accepted types (a ``TypeError``).
     """
     where = describe_source(path_or_bytes)
     data, rate = _decode(_open_target(path_or_bytes, where), where, max_seconds)
@@ -156,7 +158,7 @@ def load_audio(
     # soundfile gives frame-major (frames, channels); averaging the channels downmixes to mono.
     wave = torch.from_numpy(data)  # (S, C)
     wave = wave[:, 0] if channels == 1 else wave.mean(dim=1)  # (S,)
-    wave = resample(wave, rate, sampling_rate)
+    wave = resample(wave, rate, sampling_rate, backend=resample_backend)
 
     min_samples = math.ceil(_HOP_SECONDS * sampling_rate)
     if wave.shape[0] < min_samples:

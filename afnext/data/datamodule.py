@@ -93,6 +93,8 @@ class AudioDataModule(pl.LightningDataModule):
         eval_batch_size: Batch size for val / test (default: ``batch_size``).
         pin_memory: Pin batches in page-locked memory (GPU training).
         persistent_workers: Keep workers alive between epochs.
+        resample_backend: How audio at other rates is resampled (``soxr`` or ``torchaudio``); given to the
+            processor by :meth:`attach_processor`.
     """
 
     def __init__(
@@ -115,12 +117,19 @@ class AudioDataModule(pl.LightningDataModule):
         eval_batch_size: int | None = None,
         pin_memory: bool = False,
         persistent_workers: bool = False,
+        resample_backend: str = "soxr",
     ) -> None:
         super().__init__()
         if on_error not in ("skip", "raise"):
             raise ConfigError(f"data.on_error={on_error!r}; use 'skip' or 'raise'")
         if pack and not max_length:
             raise ConfigError("data.pack=true needs data.max_length (the length of a packed row)")
+        from afnext.audio.resample import RESAMPLE_BACKENDS
+
+        if resample_backend not in RESAMPLE_BACKENDS:
+            raise ConfigError(
+                f"data.resample_backend={resample_backend!r}; use one of {', '.join(RESAMPLE_BACKENDS)}"
+            )
         if batch_size is None and max_batch_seconds is None:
             raise ConfigError("set data.batch_size and/or data.max_batch_seconds to cap a batch")
         self.specs = {
@@ -137,6 +146,7 @@ class AudioDataModule(pl.LightningDataModule):
         self.pack, self.seed = pack, int(seed)
         self.num_buckets, self.samples_per_epoch = num_buckets, samples_per_epoch
         self.pin_memory, self.persistent_workers = pin_memory, persistent_workers
+        self.resample_backend = resample_backend
         self.processor: Any | None = None
         self.datasets: dict[str, ManifestDataset] = {}
         self.skipped: dict[str, Counter[str]] = {}
@@ -148,7 +158,9 @@ class AudioDataModule(pl.LightningDataModule):
     # Set-up
     # ----------------------------------------------------------------------------------------------
     def attach_processor(self, processor: Any) -> None:
-        """Use the model's :class:`~afnext.data.processor.AudioProcessor` (right padding is used for batches)."""
+        """Use the model's :class:`~afnext.data.processor.AudioProcessor` (right padding is used for batches),
+        resampling with ``data.resample_backend``."""
+        processor.resample_backend = self.resample_backend
         self.processor = processor
         for dataset in self.datasets.values():
             dataset.processor = processor

@@ -48,6 +48,8 @@ class AudioProcessor:
         sampling_rate: Rate of the features (16 kHz).
         system_prompt: Default system turn when a conversation has none (``None``: no system turn).
         padding_side: ``left`` (generation, as AF3's processor) or ``right`` (training).
+        resample_backend: How audio at other rates is resampled: ``soxr`` (libsoxr, as librosa and HF
+            ``datasets``) or ``torchaudio`` (its windowed sinc; the ``[torchaudio]`` extra).
     """
 
     def __init__(
@@ -63,7 +65,14 @@ class AudioProcessor:
         sampling_rate: int = 16000,
         system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
         padding_side: str = "left",
+        resample_backend: str = "soxr",
     ) -> None:
+        from afnext.audio.resample import RESAMPLE_BACKENDS
+
+        if resample_backend not in RESAMPLE_BACKENDS:
+            raise ConfigError(
+                f"resample_backend={resample_backend!r}; use one of {', '.join(RESAMPLE_BACKENDS)}"
+            )
         if padding_side not in ("left", "right"):
             raise ConfigError(f"padding_side={padding_side!r}; use 'left' or 'right'")
         self.tokenizer = tokenizer
@@ -74,6 +83,7 @@ class AudioProcessor:
         self.sampling_rate = sampling_rate
         self.system_prompt = system_prompt
         self.padding_side = padding_side
+        self.resample_backend = resample_backend
         self.audio_token_id = tokenizer.convert_tokens_to_ids(AUDIO_TOKEN)
         self.audio_bos_id = tokenizer.convert_tokens_to_ids(AUDIO_BOS_TOKEN)
         self.audio_eos_id = tokenizer.convert_tokens_to_ids(AUDIO_EOS_TOKEN)
@@ -105,10 +115,16 @@ class AudioProcessor:
             if "array" in audio:
                 wave = torch.as_tensor(np.asarray(audio["array"]), dtype=torch.float32)
                 sr = int(audio.get("sampling_rate", self.sampling_rate))
-                return self._check_wave(resample(wave, sr, self.sampling_rate), "<array>")
+                wave = resample(wave, sr, self.sampling_rate, backend=self.resample_backend)
+                return self._check_wave(wave, "<array>")
             audio = audio.get("path") or audio.get("audio")
         if isinstance(audio, (str, Path, bytes, bytearray, io.IOBase)):
-            return load_audio(audio, sampling_rate=self.sampling_rate, max_seconds=self.max_seconds)
+            return load_audio(
+                audio,
+                sampling_rate=self.sampling_rate,
+                max_seconds=self.max_seconds,
+                resample_backend=self.resample_backend,
+            )
         if isinstance(audio, (np.ndarray, torch.Tensor)):
             return self._check_wave(torch.as_tensor(audio, dtype=torch.float32), "<array>")
         raise InputError(
@@ -146,6 +162,7 @@ class AudioProcessor:
                 n_mels=self.n_mels,
                 window_seconds=self.window_seconds,
                 max_seconds=self.max_seconds,
+                resample_backend=self.resample_backend,
             )
         else:
             windows = split_windows(

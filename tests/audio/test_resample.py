@@ -85,3 +85,52 @@ def test_bad_rates(orig, new):
 def test_unknown_backend_names_the_choices():
     with pytest.raises(ConfigError, match="soxr, torchaudio"):
         resample(torch.zeros(10), 8000, 16000, backend="librosa")
+
+
+def test_the_backend_reaches_every_resampling_entry_point(tmp_path):
+    """load_audio, whisper_features, the processor and the data module pass their backend on (an unknown
+    one fails where it is used, naming the choices)."""
+    import soundfile
+
+    from afnext.audio import load_audio, whisper_features
+    from afnext.data.datamodule import AudioDataModule
+    from afnext.data.processor import AudioProcessor
+    from afnext.encoders.whisper import AFWhisperEncoder
+    from afnext.llms.tokenizer import TINY_TOKENIZER_DIR
+
+    clip = tmp_path / "clip.wav"
+    soundfile.write(clip, 0.1 * torch.randn(44100).numpy(), 44100)
+    with pytest.raises(ConfigError, match="'librosa' is unknown"):
+        load_audio(clip, resample_backend="librosa")
+    with pytest.raises(ConfigError, match="'librosa' is unknown"):
+        whisper_features(torch.zeros(44100), 44100, resample_backend="librosa")
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(TINY_TOKENIZER_DIR)
+    with pytest.raises(ConfigError, match="resample_backend='librosa'"):
+        AudioProcessor(tokenizer, AFWhisperEncoder.output_lengths, resample_backend="librosa")
+    with pytest.raises(ConfigError, match=r"data\.resample_backend='librosa'"):
+        AudioDataModule(train=[str(clip)], resample_backend="librosa")
+    data = AudioDataModule(train=[str(clip)], resample_backend="torchaudio")
+    proc = AudioProcessor(tokenizer, AFWhisperEncoder.output_lengths)
+    data.attach_processor(proc)
+    assert proc.resample_backend == "torchaudio"
+
+
+@pytest.mark.skipif(not _torchaudio_usable(), reason="torchaudio not installed or needs CUDA torch")
+def test_torchaudio_backend_end_to_end(tmp_path):
+    """A 44.1 kHz stereo file through load_audio and whisper_features with torchaudio equals torchaudio's own
+    resample of the downmix."""
+    import soundfile
+    import torchaudio.functional as F
+
+    from afnext.audio import load_audio, whisper_features
+
+    stereo = 0.1 * torch.randn(44100, 2)
+    clip = tmp_path / "clip.wav"
+    soundfile.write(clip, stereo.numpy(), 44100, subtype="FLOAT")
+    want = F.resample(stereo.mean(dim=1), 44100, 16000)
+    got = load_audio(clip, resample_backend="torchaudio")
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-6)
+    features, _ = whisper_features(stereo.mean(dim=1), 44100, resample_backend="torchaudio")
+    torch.testing.assert_close(features, whisper_features(want)[0], rtol=0, atol=1e-5)
