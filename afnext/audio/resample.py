@@ -23,10 +23,18 @@ import torch
 
 from afnext.errors import AudioError, ConfigError
 
-__all__ = ["RESAMPLE_BACKENDS", "resample"]
+__all__ = ["RESAMPLE_BACKENDS", "check_resample_backend", "resample"]
 
 RESAMPLE_BACKENDS = ("soxr", "torchaudio")
 Backend = Literal["soxr", "torchaudio"]
+
+
+def check_resample_backend(backend: str, key: str = "resample backend") -> None:
+    """Raise a ConfigError naming ``key`` and the choices unless ``backend`` is one of them."""
+    if backend not in RESAMPLE_BACKENDS:
+        raise ConfigError(
+            f"{key}={backend!r} is unknown; use one of {', '.join(RESAMPLE_BACKENDS)}."
+        )
 
 
 def resample(
@@ -49,17 +57,14 @@ def resample(
         ``wave`` itself when the rates are equal.
 
     Raises:
-        ValueError: If a rate is not a positive integer.
+        AudioError: If a rate is not a positive integer (a ``ValueError``).
         ConfigError: If ``backend`` is unknown, or is ``"torchaudio"`` and torchaudio cannot be
             imported (the message says why and how to install it).
     """
     for name, rate in (("orig_freq", orig_freq), ("new_freq", new_freq)):
         if int(rate) != rate or rate <= 0:
             raise AudioError(f"{name}={rate!r} must be a positive whole number of Hz.")
-    if backend not in RESAMPLE_BACKENDS:
-        raise ConfigError(
-            f"resample backend {backend!r} is unknown; use one of {', '.join(RESAMPLE_BACKENDS)}."
-        )
+    check_resample_backend(backend)
     if orig_freq == new_freq:
         return wave
     if backend == "torchaudio":

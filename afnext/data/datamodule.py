@@ -124,12 +124,9 @@ class AudioDataModule(pl.LightningDataModule):
             raise ConfigError(f"data.on_error={on_error!r}; use 'skip' or 'raise'")
         if pack and not max_length:
             raise ConfigError("data.pack=true needs data.max_length (the length of a packed row)")
-        from afnext.audio.resample import RESAMPLE_BACKENDS
+        from afnext.audio.resample import check_resample_backend
 
-        if resample_backend not in RESAMPLE_BACKENDS:
-            raise ConfigError(
-                f"data.resample_backend={resample_backend!r}; use one of {', '.join(RESAMPLE_BACKENDS)}"
-            )
+        check_resample_backend(resample_backend, "data.resample_backend")
         if batch_size is None and max_batch_seconds is None:
             raise ConfigError("set data.batch_size and/or data.max_batch_seconds to cap a batch")
         self.specs = {

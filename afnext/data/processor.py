@@ -67,12 +67,9 @@ class AudioProcessor:
         padding_side: str = "left",
         resample_backend: str = "soxr",
     ) -> None:
-        from afnext.audio.resample import RESAMPLE_BACKENDS
+        from afnext.audio.resample import check_resample_backend
 
-        if resample_backend not in RESAMPLE_BACKENDS:
-            raise ConfigError(
-                f"resample_backend={resample_backend!r}; use one of {', '.join(RESAMPLE_BACKENDS)}"
-            )
+        check_resample_backend(resample_backend, "resample_backend")
         if padding_side not in ("left", "right"):
             raise ConfigError(f"padding_side={padding_side!r}; use 'left' or 'right'")
         self.tokenizer = tokenizer

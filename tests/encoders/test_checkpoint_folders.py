@@ -186,21 +186,20 @@ def test_connector_matching_its_neighbours_builds(neighbours):
     assert model.connector.in_dim == enc.out_dim and model.connector.out_dim == llm.hidden_size
 
 
-def test_connector_in_dim_mismatch_names_the_keys(neighbours):
+@pytest.mark.parametrize(
+    ("in_dim", "out_dim", "names"),
+    [
+        (20, 32, ("connector.in_dim=20", "encoder.out_dim=16")),
+        (16, 48, ("connector.out_dim=48", "hidden size is 32")),
+    ],
+    ids=["in_dim", "out_dim"],
+)
+def test_connector_size_mismatch_names_the_keys(neighbours, in_dim, out_dim, names):
     enc, llm = neighbours
     with pytest.raises(ConfigError) as err:
-        AudioLanguageModel(enc, MLPConnector(in_dim=20, out_dim=32), llm)
+        AudioLanguageModel(enc, MLPConnector(in_dim=in_dim, out_dim=out_dim), llm)
     msg = str(err.value)
-    assert "connector.in_dim=20" in msg and "encoder.out_dim=16" in msg
-    assert "leave connector sizes unset" in msg
-
-
-def test_connector_out_dim_mismatch_names_the_keys(neighbours):
-    enc, llm = neighbours
-    with pytest.raises(ConfigError) as err:
-        AudioLanguageModel(enc, MLPConnector(in_dim=16, out_dim=48), llm)
-    msg = str(err.value)
-    assert "connector.out_dim=48" in msg and "hidden size is 32" in msg
+    assert all(name in msg for name in names)
     assert "leave connector sizes unset" in msg
 
 
