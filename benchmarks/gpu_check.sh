@@ -5,7 +5,7 @@
 #   BENCH_SMOKE=1 bash benchmarks/gpu_check.sh   # dry run with tiny shapes (works on CPU too)
 #
 # Needs python (python3, or $PYTHON) with torch, triton, pytest and transformers; installs nothing and needs no
-# afnext install: kernels/ is exposed as afnext_kernels through a symlink on PYTHONPATH. Each step has its own time
+# afnext install: kernels/afnext_kernels is exposed through a symlink on PYTHONPATH. Each step has its own time
 # limit (at most 7 minutes 30 s in all, under 7 minutes expected on an H100 / H200 with a cold Triton cache) and a
 # failing step does not stop the next one. Logs: $OUT/{env,tests,bench_attention,bench_cross_entropy,bench_rote}.log
 set -uo pipefail
@@ -14,7 +14,7 @@ OUT="${OUT:-$PWD/gpu_check_out}"
 mkdir -p "$OUT"
 PY="${PYTHON:-$(command -v python3 || command -v python)}"
 PP="$(mktemp -d)"
-ln -sfn "$PWD/kernels" "$PP/afnext_kernels"
+ln -sfn "$PWD/kernels/afnext_kernels" "$PP/afnext_kernels"
 export PYTHONPATH="$PP:$PWD${PYTHONPATH:+:$PYTHONPATH}"
 export PYTHONUNBUFFERED=1
 SMOKE="${BENCH_SMOKE:-0}"

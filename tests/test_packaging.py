@@ -24,6 +24,35 @@ def _run(args: list[str], **kwargs) -> subprocess.CompletedProcess:
     return subprocess.run(args, capture_output=True, text=True, **kwargs)
 
 
+def test_nothing_at_the_repository_root_shadows_an_installed_package():
+    """A package folder at the root would be imported instead of an installed package of the same name whenever
+    Python runs from a checkout (pytest, ``python -m``, ``python -c``): ``kernels/`` did that to transformers."""
+    from importlib.metadata import packages_distributions
+
+    installed = packages_distributions()
+    roots = [p.name for p in ROOT.iterdir() if (p / "__init__.py").is_file()]
+    others = {name: set(installed.get(name, ())) - {"afnext"} for name in roots}
+    assert {name: dists for name, dists in others.items() if dists} == {}
+    assert not (ROOT / "kernels" / "__init__.py").exists()
+    assert (ROOT / "kernels" / "afnext_kernels" / "__init__.py").is_file()
+
+
+def test_transformers_hub_kernels_imports_from_the_repository_root():
+    """transformers >= 5.25 imports Hugging Face's ``kernels`` at start; from the root it must get that package."""
+    code = (
+        "import kernels, afnext_kernels\n"
+        "from transformers.integrations import hub_kernels\n"
+        "from transformers.activations import ACT2FN\n"
+        "print(kernels.__file__)\n"
+        "print(afnext_kernels.__file__)"
+    )
+    run = _run([sys.executable, "-c", code], cwd=ROOT)
+    assert run.returncode == 0, run.stderr
+    hub, ours = (Path(line) for line in run.stdout.split())
+    assert not hub.is_relative_to(ROOT / "kernels")  # the installed package, not our folder
+    assert ours == ROOT / "kernels" / "afnext_kernels" / "__init__.py"
+
+
 @pytest.mark.slow
 def test_wheel_ships_configs_and_assets_and_runs_from_outside_the_checkout(tmp_path):
     """Build the wheel from the sources, install it into a folder of its own and run ``afnext info`` from
