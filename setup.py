@@ -9,7 +9,9 @@ package data included, is in pyproject.toml.
 from setuptools import find_packages, setup
 
 packages = find_packages(include=["afnext", "afnext.*"])
-packages += ["afnext_kernels"] + [f"afnext_kernels.{p}" for p in find_packages("kernels/afnext_kernels")]
+packages += ["afnext_kernels"] + [
+    f"afnext_kernels.{p}" for p in find_packages("kernels/afnext_kernels")
+]
 packages += ["afnext.conf"]
 
 setup(

@@ -18,6 +18,7 @@ from types import ModuleType
 from typing import Any
 
 import torch
+
 from afnext_kernels.errors import KernelUnavailableError
 
 __all__ = [

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+
 from afnext_kernels.errors import KernelUnavailableError
 
 __all__ = ["backend_available", "load_flash_attn", "load_xformers", "run_backend"]

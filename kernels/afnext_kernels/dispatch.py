@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 
 import torch
+
 from afnext_kernels.errors import ConfigError
 
 __all__ = [

@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+
 from afnext_kernels.attention import flash_attn_varlen
 from afnext_kernels.errors import InputError
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from afnext_kernels import flash_attn_varlen
 from afnext_kernels.errors import InputError
 

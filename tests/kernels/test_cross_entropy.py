@@ -10,6 +10,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+
 from afnext_kernels import linear_cross_entropy
 from afnext_kernels.errors import InputError
 

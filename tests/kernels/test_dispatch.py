@@ -6,9 +6,10 @@ import subprocess
 import sys
 import types
 
-import afnext_kernels
 import pytest
 import torch
+
+import afnext_kernels
 from afnext_kernels._triton import check_device
 from afnext_kernels.backends import backend_available
 from afnext_kernels.dispatch import ENV_VAR, resolve_impl

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import copy
 
-import afnext_kernels
 import pytest
 import torch
+
+import afnext_kernels
 from afnext_kernels.errors import InputError
 
 NAME = afnext_kernels.register()

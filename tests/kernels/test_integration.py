@@ -9,9 +9,10 @@ use) built with tiny random weights; both of its attention stacks (encoder windo
 
 from __future__ import annotations
 
-import afnext_kernels
 import pytest
 import torch
+
+import afnext_kernels
 
 AUDIO, BOS, EOS, VOCAB = 90, 91, 92, 96
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from afnext_kernels import rote, rote_reference
 from afnext_kernels.errors import InputError
 

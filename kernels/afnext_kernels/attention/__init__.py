@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+
 from afnext_kernels.attention.reference import attention_mask_band, flash_attn_varlen_reference
 from afnext_kernels.dispatch import ATTENTION_IMPLS, resolve_impl
 from afnext_kernels.errors import InputError, KernelUnavailableError

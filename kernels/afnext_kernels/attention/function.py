@@ -6,6 +6,7 @@ import math
 from typing import Any
 
 import torch
+
 from afnext_kernels._triton import check_device, load_kernels, require_triton
 
 __all__ = ["FlashAttnVarlenFunction", "flash_attn_varlen_triton"]

@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 
 import torch
+
 from afnext_kernels.errors import InputError
 
 __all__ = ["attention_mask_band", "flash_attn_varlen_reference"]

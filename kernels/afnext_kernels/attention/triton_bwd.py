@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import triton
 import triton.language as tl
+
 from afnext_kernels._triton import TunableKernel, interpreter_active
 from afnext_kernels.attention.triton_fwd import _band_range
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import triton
 import triton.language as tl
+
 from afnext_kernels._triton import TunableKernel, interpreter_active
 
 INTERPRETED = interpreter_active()

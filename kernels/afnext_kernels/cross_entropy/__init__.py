@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+
 from afnext_kernels.cross_entropy.reference import (
     LinearCrossEntropyFunction,
     ce_chunk_reference,

@@ -15,6 +15,7 @@ import sys
 import torch
 import triton
 import triton.language as tl
+
 from afnext_kernels._triton import check_device, interpreter_active
 
 INTERPRETED = interpreter_active()

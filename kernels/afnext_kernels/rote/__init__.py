@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+
 from afnext_kernels.dispatch import resolve_impl
 from afnext_kernels.errors import InputError, KernelUnavailableError
 from afnext_kernels.rote.reference import rote_angles, rote_inv_freq, rote_reference

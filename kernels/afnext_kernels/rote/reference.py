@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 
 import torch
+
 from afnext_kernels.errors import InputError
 
 __all__ = ["rote_angles", "rote_inv_freq", "rote_reference"]

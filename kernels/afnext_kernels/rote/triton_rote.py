@@ -24,6 +24,7 @@ import sys
 import torch
 import triton
 import triton.language as tl
+
 from afnext_kernels._triton import TunableKernel, check_device, interpreter_active
 
 INTERPRETED = interpreter_active()
