@@ -23,9 +23,10 @@ from torch import nn
 from afnext.encoders.base import encoder_output_lengths
 from afnext.errors import ConfigError, InputError
 
-__all__ = ["PARTS", "AudioLanguageModel"]
+__all__ = ["LOSS_IMPLS", "PARTS", "AudioLanguageModel"]
 
 PARTS = ("encoder", "time_embedding", "connector", "llm", "lora")
+LOSS_IMPLS = ("fused", "naive")
 
 
 def _finish(component: Any, optional: dict[str, Any] | None = None, **neighbour_sizes: Any) -> Any:
@@ -61,6 +62,10 @@ class AudioLanguageModel(nn.Module):
         audio_boundary_tokens: Wrap each audio's tokens in ``<|sound_bos|>`` ... ``<|sound_eos|>`` (AF-Next,
             Music Flamingo) or not (AF3). Used by the processor.
         trainable: Parts that train: any of ``encoder``, ``connector``, ``llm``, ``lora``.
+        loss_impl: How ``forward`` computes the loss when given ``labels``: ``fused`` (the next-token loss from
+            the final hidden states with ``afnext_kernels.linear_cross_entropy``, never building the
+            ``(tokens, vocabulary)`` logits; ``logits`` is then None) or ``naive`` (the LLM's own loss over the
+            full logits, which it returns).
     """
 
     def __init__(
@@ -72,8 +77,10 @@ class AudioLanguageModel(nn.Module):
         *,
         audio_boundary_tokens: bool = True,
         trainable: Sequence[str] = ("encoder", "connector", "llm"),
+        loss_impl: str = "fused",
     ) -> None:
         super().__init__()
+        self.loss_impl = loss_impl
         self.encoder = encoder
         self.time_embedding = time_embedding
         self.connector = connector
@@ -104,6 +111,17 @@ class AudioLanguageModel(nn.Module):
         }
         self.trainable: tuple[str, ...] = ()
         self.set_trainable(trainable)
+
+    @property
+    def loss_impl(self) -> str:
+        """``fused`` or ``naive`` (see the class docstring)."""
+        return self._loss_impl
+
+    @loss_impl.setter
+    def loss_impl(self, value: str) -> None:
+        if value not in LOSS_IMPLS:
+            raise ConfigError(f"model.loss_impl={value!r}; choose one of {LOSS_IMPLS}")
+        self._loss_impl = value
 
     @classmethod
     def build(
@@ -304,9 +322,21 @@ class AudioLanguageModel(nn.Module):
         input_features_mask: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
         inputs_embeds: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        num_items_in_batch: int | float | torch.Tensor | None = None,
+        idle_audio: bool = False,
+        return_row_losses: bool = False,
         **kwargs: Any,
     ) -> Any:
         """Run the model; returns transformers' ``CausalLMOutputWithPast`` (``loss`` when ``labels``).
+
+        With ``labels`` and ``loss_impl="fused"`` the loss comes from the final hidden states
+        (:func:`afnext.llms.loss.next_token_loss`) and ``logits`` is None; otherwise the LLM computes the logits
+        (and its own loss).
+
+        Packed rows (``position_ids`` restarting at 0 at each sample, no padding mask or all ones, as afnext's
+        collator makes with ``data.pack=true``) keep their samples apart under every attention back end that can
+        (:mod:`afnext.llms.packing`); any other back end refuses them.
 
         Args:
             input_ids: ``(B, L)`` token ids with ``<sound>`` slots.
@@ -315,8 +345,18 @@ class AudioLanguageModel(nn.Module):
             input_features_mask: ``(W, 3000)`` 1 for real frames.
             labels: ``(B, L)`` next-token targets, -100 where ignored (the processor labels assistant turns).
             inputs_embeds: Precomputed embeddings instead of ``input_ids`` (no audio splicing then).
-            **kwargs: Passed to the LLM (``position_ids``, cache, ``use_cache``, ``logits_to_keep``, ...).
+            position_ids: ``(B, L)`` positions (restarting per sample in packed rows).
+            num_items_in_batch: Divide the summed loss by this instead of averaging over this batch's targets
+                (transformers' convention for gradient accumulation).
+            idle_audio: When the batch has no audio, still run the audio path on one silent window and add 0
+                times its output to the loss, so that every data-parallel rank runs the same modules in the
+                same order (DDP needs a gradient for every trainable parameter; FSDP2 all-gathers each layer).
+            return_row_losses: Also return ``row_loss_sums`` ``(B,)`` (each row's summed token losses) and
+                ``row_targets`` ``(B,)`` (its target tokens), for per-sample validation metrics.
+            **kwargs: Passed to the LLM (cache, ``use_cache``, ``logits_to_keep``, ...).
         """
+        from afnext.llms.packing import packed_attention_kwargs
+
         if inputs_embeds is None:
             if input_ids is None:
                 raise InputError("forward needs input_ids or inputs_embeds")
@@ -325,9 +365,81 @@ class AudioLanguageModel(nn.Module):
             raise InputError(
                 "give input_ids (with <sound> slots) together with input_features, not inputs_embeds"
             )
-        return self.llm(
-            inputs_embeds=inputs_embeds, attention_mask=attention_mask, labels=labels, **kwargs
+        idle = self.idle_audio_term() if idle_audio and input_features is None else None
+        attention_mask, packing = packed_attention_kwargs(
+            self.llm.active_attn_implementation,
+            position_ids,
+            attention_mask,
+            has_cache=kwargs.get("past_key_values") is not None,
         )
+        kwargs = {**packing, **kwargs}
+        if labels is not None:
+            kwargs.setdefault(
+                "use_cache", False
+            )  # training: no cache (and transformers' packed masks need none)
+        if position_ids is not None:
+            kwargs["position_ids"] = position_ids
+        from afnext.llms.loss import IGNORE_INDEX, next_token_loss, shift_labels
+
+        if labels is None or self.loss_impl == "naive":
+            if labels is not None and num_items_in_batch is not None:
+                kwargs["num_items_in_batch"] = num_items_in_batch
+            out = self.llm(
+                inputs_embeds=inputs_embeds, attention_mask=attention_mask, labels=labels, **kwargs
+            )
+            if labels is not None and return_row_losses:
+                targets = shift_labels(labels.to(out.logits.device))
+                per_token = nn.functional.cross_entropy(
+                    out.logits.float().transpose(1, 2),
+                    targets,
+                    ignore_index=IGNORE_INDEX,
+                    reduction="none",
+                )  # (B, L)
+                out.row_loss_sums = per_token.sum(dim=1)
+        else:
+            from transformers.modeling_outputs import CausalLMOutputWithPast
+
+            hidden = self.llm.hidden_states(
+                inputs_embeds=inputs_embeds, attention_mask=attention_mask, **kwargs
+            )
+            weight = self.llm.output_weight()
+            if return_row_losses:
+                sums = next_token_loss(hidden, weight, labels, per_row=True)
+                count = (
+                    num_items_in_batch
+                    if num_items_in_batch is not None
+                    else (shift_labels(labels) != IGNORE_INDEX).sum()
+                )
+                out = CausalLMOutputWithPast(loss=sums.sum() / count, logits=None)
+                out.row_loss_sums = sums
+            else:
+                loss = next_token_loss(
+                    hidden, weight, labels, num_items_in_batch=num_items_in_batch
+                )
+                out = CausalLMOutputWithPast(loss=loss, logits=None)
+        if labels is not None and return_row_losses:
+            out.row_targets = (shift_labels(labels) != IGNORE_INDEX).sum(dim=1)
+        if idle is not None and out.loss is not None:
+            out.loss = out.loss + idle
+        return out
+
+    def idle_audio_term(self) -> torch.Tensor:
+        """0 times the audio path's output on one silent window of one second (see ``forward``'s
+        ``idle_audio``): a zero that depends on every encoder, time-embedding and connector parameter."""
+        from afnext.encoders.base import encoder_input_kind, input_rate
+
+        kind = encoder_input_kind(self.encoder)
+        rate = input_rate(kind)
+        frames = round(float(getattr(self.encoder, "window_seconds", 30.0)) * rate)
+        channels = 1 if kind == "waveform" else int(getattr(self.encoder, "n_mels", 128))
+        param = next(self.encoder.parameters(), None)
+        device = param.device if param is not None else torch.device("cpu")
+        features = torch.zeros(1, channels, frames, device=device)
+        mask = torch.zeros(1, frames, dtype=torch.long, device=device)
+        mask[:, : int(rate)] = 1  # one second of real input
+        slots = int(self.audio_tokens_for_frames(mask.sum(-1)).sum())
+        ids = torch.full((1, slots), self.audio_token_id, dtype=torch.long, device=device)
+        return self.encode_audio(features, mask, ids).float().sum() * 0.0
 
     @torch.no_grad()
     def generate(
@@ -366,14 +478,19 @@ class AudioLanguageModel(nn.Module):
             path: Checkpoint folder (safetensors, sharded or not).
             **kwargs: ``attn_implementation`` (the LLM's: ``sdpa``, ``eager``, ``flex_attention``, ...),
                 ``encoder_attn_implementation`` (the encoder's; default ``sdpa`` for transformers folders and
-                the recorded one for afnext folders), ``dtype``, ``trainable``.
+                the recorded one for afnext folders), ``dtype``, ``trainable``, ``loss_impl`` (``fused``,
+                the default, or ``naive``: see the class docstring).
 
         Raises:
             CheckpointError: Not a known checkpoint, or weights missing / unexpected (listed).
         """
         from afnext.interop import load_pretrained
 
-        return load_pretrained(path, **kwargs)
+        loss_impl = kwargs.pop("loss_impl", None)
+        model = load_pretrained(path, **kwargs)
+        if loss_impl is not None:
+            model.loss_impl = loss_impl
+        return model
 
     def save_pretrained(self, path: str | Path, format: str = "afnext", **kwargs: Any) -> Path:
         """Write a checkpoint folder atomically.
@@ -382,6 +499,8 @@ class AudioLanguageModel(nn.Module):
             path: Target folder (replaced as a whole only once the new one is complete).
             format: ``afnext`` (any composition) or ``hf`` (a folder transformers loads with its own
                 ``AudioFlamingo3ForConditionalGeneration`` / ``MusicFlamingoForConditionalGeneration``).
+            **kwargs: ``state_dict``: the weights to write instead of this module's own (a full state dict
+                gathered from a sharded model; afnext format only).
         """
         from afnext.interop import save_pretrained
 

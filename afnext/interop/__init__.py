@@ -33,10 +33,24 @@ def load_pretrained(path: str | Path, **kwargs: Any) -> Any:
     )
 
 
-def save_pretrained(model: Any, path: str | Path, *, format: str = "afnext") -> Path:
-    """Save in afnext's format or transformers' (``format='hf'``)."""
+def save_pretrained(
+    model: Any, path: str | Path, *, format: str = "afnext", state_dict: dict | None = None
+) -> Path:
+    """Save in afnext's format or transformers' (``format='hf'``).
+
+    Args:
+        model: The model.
+        path: Target folder.
+        format: ``afnext`` or ``hf``.
+        state_dict: Weights to write instead of ``model.state_dict()`` (afnext format), e.g. the full state dict
+            gathered from an FSDP2-sharded model.
+    """
     if format == "afnext":
-        return save_afnext(model, path)
+        return save_afnext(model, path, state_dict=state_dict)
     if format == "hf":
+        if state_dict is not None:
+            raise ConfigError(
+                "save_pretrained(format='hf') takes no state_dict; save in afnext format first"
+            )
         return save_hf(model, path)
     raise ConfigError(f"save_pretrained: format={format!r} is unknown; use 'afnext' or 'hf'")

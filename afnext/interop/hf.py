@@ -198,8 +198,7 @@ def load_hf(
 
         llm.base.generation_config = GenerationConfig.from_pretrained(path)
     if lora:
-        llm.lora_config = dict(lora)
-        llm._add_lora(llm.lora_config)
+        llm.add_lora(lora)
     model.set_trainable(trainable)
     return model
 

@@ -52,8 +52,14 @@ def _spec(module: Any) -> dict[str, Any] | None:
     return {"class": f"{cls.__module__}.{cls.__qualname__}", "kwargs": arch()}
 
 
-def save_afnext(model: Any, path: str | Path) -> Path:
-    """Write ``model`` as an afnext checkpoint folder (atomically)."""
+def save_afnext(model: Any, path: str | Path, *, state_dict: dict | None = None) -> Path:
+    """Write ``model`` as an afnext checkpoint folder (atomically).
+
+    Args:
+        model: The model.
+        path: Target folder.
+        state_dict: Its weights when not ``model.state_dict()`` (gathered from a sharded model).
+    """
     path = Path(path)
     config = {
         "format_version": FORMAT_VERSION,
@@ -64,12 +70,12 @@ def save_afnext(model: Any, path: str | Path) -> Path:
         },
     }
     config["components"]["llm"]["kwargs"]["tokenizer"] = "tokenizer"
-    state = model.state_dict()
+    state = dict(model.state_dict() if state_dict is None else state_dict)
     # Tied output embeddings are stored once, under the input embeddings' name, and re-tied on load (as
     # transformers' save_pretrained / from_pretrained do).
     tied = tied_output_embedding_key(model)
     if tied is not None:
-        del state[tied]
+        state.pop(tied, None)
     with atomic_dir(path) as tmp:
         write_state_dict(tmp, state, metadata={"afnext_format": str(FORMAT_VERSION)})
         model.llm.tokenizer.save_pretrained(tmp / "tokenizer")

@@ -26,12 +26,13 @@ from afnext.llms.tokenizer import (
     ensure_audio_tokens,
 )
 
-__all__ = ["HFCausalLM"]
+__all__ = ["HFCausalLM", "resolve_dtype"]
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-def _dtype(name: str | torch.dtype | None) -> torch.dtype | None:
+def resolve_dtype(name: str | torch.dtype | None) -> torch.dtype | None:
+    """A torch dtype from its config name (``float32``, ``bfloat16``, ``float16``) or None."""
     if name is None or isinstance(name, torch.dtype):
         return name
     if name not in _DTYPES:
@@ -72,7 +73,7 @@ class HFCausalLM(nn.Module):
             raise ConfigError(
                 "llm: give exactly one of llm.path (a checkpoint folder) or llm.config"
             )
-        torch_dtype = _dtype(dtype)
+        torch_dtype = resolve_dtype(dtype)
         attn_implementation = prepare_attn_implementation(attn_implementation)
         if path is not None:
             if not Path(path, "config.json").is_file():
@@ -120,17 +121,20 @@ class HFCausalLM(nn.Module):
             self.model.resize_token_embeddings(len(self.tokenizer))
         self.lora_config = dict(lora) if lora else None
         if self.lora_config:
-            self._add_lora(self.lora_config)
+            self.add_lora(self.lora_config)
         if gradient_checkpointing:
             self.model.gradient_checkpointing_enable(
                 gradient_checkpointing_kwargs={"use_reentrant": False}
             )
         self.attn_implementation = attn_implementation
 
-    def _add_lora(self, lora: dict[str, Any]) -> None:
+    def add_lora(self, lora: dict[str, Any]) -> None:
+        """Wrap the LLM with peft LoRA adapters (``LoraConfig`` keys: ``r``, ``lora_alpha``, ...)."""
         from peft import LoraConfig, get_peft_model
 
-        cfg = {"task_type": "CAUSAL_LM", **lora}
+        self.lora_config = dict(lora)
+
+        cfg = {"task_type": "CAUSAL_LM", **self.lora_config}
         if "target_modules" in cfg and not isinstance(cfg["target_modules"], str):
             cfg["target_modules"] = list(cfg["target_modules"])
         self.model = get_peft_model(self.model, LoraConfig(**cfg))
@@ -196,6 +200,47 @@ class HFCausalLM(nn.Module):
             "attn_implementation": self.attn_implementation,
             "lora": self.lora_config,
         }
+
+    @property
+    def active_attn_implementation(self) -> str | None:
+        """The attention back end the LLM runs with (transformers' resolved setting)."""
+        return getattr(self.config, "_attn_implementation", None) or self.attn_implementation
+
+    def output_weight(self) -> torch.Tensor:
+        """The LM head's ``(vocab, hidden)`` weight, for a loss computed from hidden states.
+
+        Raises:
+            ConfigError: The head is not a plain bias-free linear map of the last hidden state (LoRA on
+                ``lm_head``, a bias, logit scaling or soft-capping), so ``model.loss_impl=fused`` would compute
+                another function; use ``model.loss_impl=naive`` for such a model.
+        """
+        head = self.base.get_output_embeddings()
+        cfg = self.config
+        reasons = []
+        if head is None:
+            reasons.append("it has no output embeddings")
+        elif not isinstance(head, nn.Linear):  # peft's LoRA layer on lm_head is not an nn.Linear
+            reasons.append(f"its lm_head is a {type(head).__name__} (LoRA on lm_head?)")
+        elif head.bias is not None:
+            reasons.append("its lm_head has a bias")
+        for key in ("final_logit_softcapping", "logit_scale", "logits_scaling"):
+            if getattr(cfg, key, None) not in (None, 1, 1.0):
+                reasons.append(f"its config sets {key}={getattr(cfg, key)}")
+        if reasons:
+            raise ConfigError(
+                f"model.loss_impl=fused needs the LLM's logits to be lm_head(hidden), but {'; '.join(reasons)}; "
+                "set model.loss_impl=naive (loss_impl='naive' in from_pretrained)"
+            )
+        return head.weight
+
+    def hidden_states(self, **kwargs: Any) -> torch.Tensor:
+        """Final hidden states ``(B, L, hidden)`` of the decoder (after its last norm), without the LM head.
+
+        Args:
+            **kwargs: As for :meth:`forward` (``inputs_embeds``, ``attention_mask``, ``position_ids``, ...),
+                without ``labels``.
+        """
+        return self.base.get_decoder()(**kwargs).last_hidden_state
 
     def forward(self, **kwargs: Any) -> Any:
         """Call the transformers model (``inputs_embeds``, ``attention_mask``, ``labels``, cache, ...)."""
