@@ -233,7 +233,8 @@ def _cmd_train(argv: list[str]) -> int:
 def _cmd_validate(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="afnext validate",
-        description="Validation loss and answer accuracy of a saved model on the config's val split.",
+        description="Validation loss and answer accuracy of a saved model on the config's val split, "
+        "overall and per audio-duration bucket (a table on stderr, JSON on stdout).",
     )
     parser.add_argument("--checkpoint", required=True, help="run, stage or model folder")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides (data=..., data.val=[...])")
@@ -241,7 +242,19 @@ def _cmd_validate(argv: list[str]) -> int:
     from afnext.training.run import validate
 
     cfg = compose_config("train", args.overrides)
-    print(json.dumps(validate(cfg, args.checkpoint), indent=2))
+    metrics = validate(cfg, args.checkpoint)
+    from rich.console import Console
+    from rich.table import Table
+
+    from afnext.training.validation import bucket_rows
+
+    table = Table(title="validation by audio duration")
+    for column in ("duration", "samples", "loss", "accuracy"):
+        table.add_column(column, justify="left" if column == "duration" else "right")
+    for row in bucket_rows(metrics):
+        table.add_row(*row)
+    Console(stderr=True).print(table)
+    print(json.dumps(metrics, indent=2))
     return 0
 
 
@@ -298,6 +311,43 @@ def _cmd_demo(argv: list[str]) -> int:
     return 0
 
 
+def _cmd_eval(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="afnext eval",
+        description="Evaluation. `afnext eval score benchmark=mmau predictions=FILE.json --json` scores a "
+        "predictions file without a model: the benchmark's own file with each model output in the field its "
+        "official script reads (MMAU: model_output; MMAR: answer_prediction, JSONL), or an {id, prediction} "
+        "file with benchmark.root=DIR. Benchmarks: conf/benchmark/.",
+    )
+    parser.add_argument("action", choices=["score"], help="what to do")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument(
+        "overrides", nargs="*", help="Hydra overrides: benchmark=NAME predictions=PATH"
+    )
+    args = parser.parse_intermixed_args(argv)
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    from afnext.evaluation.benchmarks.score import result_tables, score_file
+
+    cfg = compose_config("eval", args.overrides)
+    if not cfg.get("predictions"):
+        raise ConfigError("afnext eval score needs predictions=FILE (a predictions file to score)")
+    if OmegaConf.is_missing(cfg.benchmark, "root"):
+        cfg.benchmark.root = None  # not needed to score a file in the benchmark's own format
+    benchmark = instantiate(cfg.benchmark, _convert_="all")
+    result = score_file(benchmark, cfg.predictions)
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    from rich.console import Console
+
+    console = Console()
+    for table in result_tables(result):
+        console.print(table)
+    return 0
+
+
 COMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {
     "train": (
         _cmd_train,
@@ -309,6 +359,10 @@ COMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {
     "config": (_cmd_config, "print the composed config"),
     "info": (_cmd_info, "build a model on the meta device and print parameter counts per part"),
     "data": (_cmd_data, "build datasets (TACoT data engine): afnext data build ..."),
+    "eval": (
+        _cmd_eval,
+        "score predictions: afnext eval score benchmark=mmau predictions=FILE --json",
+    ),
 }
 
 

@@ -66,7 +66,7 @@ class Collator:
             ``input_features`` ``(W, n_mels, frames)`` and ``input_features_mask`` ``(W, frames)``: every
             window of every sample, in the order the ``<sound>`` slots appear in the flattened ids (absent when
             no sample has audio); ``audio_seconds`` (float, sum), ``num_tokens`` (int, real tokens),
-            ``num_samples`` (int); per sample, in row order: ``ids``, ``where``, ``sounds`` (first audio path or
+            ``num_samples`` (int); per sample, in row order: ``durations`` (audio seconds), ``ids``, ``where``, ``sounds`` (first audio path or
             None), ``questions`` (the user turn the first answer replies to), ``choices`` (options, or empty);
             ``skipped`` (list of :class:`Skipped`). When every item was skipped, the tensors have shape ``(0, 0)`` and
             ``num_samples`` is 0: the training step should do nothing for such a batch.
@@ -88,6 +88,7 @@ class Collator:
         batch["audio_seconds"] = float(sum(s["audio_seconds"] for s in samples))
         batch["num_tokens"] = int(sum(s["num_tokens"] for s in samples))
         batch["num_samples"] = len(samples)
+        batch["durations"] = [float(samples[i]["audio_seconds"]) for i in order]
         batch["ids"] = [samples[i]["id"] for i in order]
         batch["where"] = [samples[i]["where"] for i in order]
         batch["sounds"] = [samples[i].get("sound") for i in order]

@@ -86,7 +86,10 @@ class AudioDataModule(pl.LightningDataModule):
         max_errors_printed: How many skipped samples are logged with file, line and reason.
         max_audio_seconds: Longest audio per sample (longer ones are bad samples).
         max_length: Most tokens per sample, and the row length when packing.
-        pack: Pack samples into rows of ``max_length`` tokens (needs a varlen attention implementation).
+        pack: Pack training samples into rows of ``max_length`` tokens (``position_ids`` restart per sample; the
+            model keeps them apart, see ``afnext.llms.packing``). Validation and test batches are never packed.
+        max_windows_per_batch: Most audio windows (30 s encoder inputs) per batch, the encoder's cost unit;
+            ``None``: no cap.
         seed: Seeds shuffling and mixture draws (with the epoch).
         num_buckets: Duration buckets per epoch.
         samples_per_epoch: Training samples drawn per epoch from a mixture (default: all samples' count).
@@ -111,6 +114,7 @@ class AudioDataModule(pl.LightningDataModule):
         max_audio_seconds: float | None = None,
         max_length: int | None = None,
         pack: bool = False,
+        max_windows_per_batch: int | None = None,
         seed: int = 0,
         num_buckets: int = 10,
         samples_per_epoch: int | None = None,
@@ -141,6 +145,11 @@ class AudioDataModule(pl.LightningDataModule):
         self.max_errors_printed = int(max_errors_printed)
         self.max_audio_seconds, self.max_length = max_audio_seconds, max_length
         self.pack, self.seed = pack, int(seed)
+        if max_windows_per_batch is not None and int(max_windows_per_batch) < 1:
+            raise ConfigError(
+                f"data.max_windows_per_batch={max_windows_per_batch} must be a positive number of windows"
+            )
+        self.max_windows_per_batch = max_windows_per_batch
         self.num_buckets, self.samples_per_epoch = num_buckets, samples_per_epoch
         self.pin_memory, self.persistent_workers = pin_memory, persistent_workers
         self.resample_backend = resample_backend
@@ -192,8 +201,13 @@ class AudioDataModule(pl.LightningDataModule):
                 self.dataset(split)
 
     def _world(self) -> tuple[int, int]:
+        """``(replicas, rank)`` of the data-parallel dimension: batches are sharded over it only (ranks that
+        share one sequence in sequence parallelism get the same batches)."""
         trainer = self.trainer
         if trainer is not None:
+            kwargs = getattr(trainer.strategy, "distributed_sampler_kwargs", None)
+            if kwargs:
+                return int(kwargs["num_replicas"]), int(kwargs["rank"])
             return trainer.world_size, trainer.global_rank
         import torch.distributed as dist
 
@@ -206,13 +220,14 @@ class AudioDataModule(pl.LightningDataModule):
         dataset: ManifestDataset,
         batch_sampler: DurationBucketBatchSampler,
         cls: type[DataLoader] = DataLoader,
+        pack: bool = False,
     ) -> DataLoader:
         if self.processor is None:
             raise ConfigError(
                 "AudioDataModule has no processor; call datamodule.attach_processor(processor) (the "
                 "LightningModule does it with its model's processor) before asking for dataloaders"
             )
-        collator = Collator(self.processor.pad_token_id, pack=self.pack, max_length=self.max_length)
+        collator = Collator(self.processor.pad_token_id, pack=pack, max_length=self.max_length)
         return cls(
             dataset,
             batch_sampler=batch_sampler,
@@ -242,6 +257,8 @@ class AudioDataModule(pl.LightningDataModule):
             num_replicas=replicas,
             rank=rank,
             mixture=mixture,
+            windows=self._windows(dataset),
+            max_windows=self.max_windows_per_batch,
         )
         # Workers and Lightning prefetch: record() advances the position per batch the main process gets.
         sampler.count_on_yield = False
@@ -249,12 +266,19 @@ class AudioDataModule(pl.LightningDataModule):
             sampler.load_state_dict(self._pending_sampler_state)
             self._pending_sampler_state = None
         self._train_sampler = sampler
-        loader = self._loader(dataset, sampler, ResumableDataLoader)
+        loader = self._loader(dataset, sampler, ResumableDataLoader, pack=self.pack)
         assert isinstance(loader, ResumableDataLoader)
         return loader
 
+    def _windows(self, dataset: ManifestDataset) -> list[int] | None:
+        if self.max_windows_per_batch is None:
+            return None
+        return dataset.windows(float(getattr(self.processor, "window_seconds", 30.0)))
+
     def _eval_dataloader(self, split: str) -> DataLoader:
-        # A plain (not stateful) DataLoader: validation always runs whole, never resumes mid-way.
+        # A plain (not stateful) DataLoader: validation always runs whole, never resumes mid-way. Batches hold
+        # similar durations and come in an order whose every prefix spans the duration range, so a
+        # limit_val_batches cut (and the answered batches) sees long audio as well as short.
         dataset = self.dataset(split)
         replicas, rank = self._world()
         sampler = DurationBucketBatchSampler(
@@ -266,17 +290,20 @@ class AudioDataModule(pl.LightningDataModule):
             seed=self.seed,
             num_replicas=replicas,
             rank=rank,
+            windows=self._windows(dataset),
+            max_windows=self.max_windows_per_batch,
+            stratified=True,
         )
         return self._loader(dataset, sampler)
 
     def val_dataloader(self) -> DataLoader | list:
-        """Every validation sample once (batches in duration order, sharded over ranks); ``[]`` without
-        val manifests (Lightning then skips validation)."""
+        """Every validation sample once (duration-stratified batch order, sharded over ranks, never packed);
+        ``[]`` without val manifests (Lightning then skips validation)."""
         return self._eval_dataloader("val") if self.specs["val"] else []
 
     def test_dataloader(self) -> DataLoader | list:
-        """Every test sample once (batches in duration order, sharded over ranks); ``[]`` without test
-        manifests."""
+        """Every test sample once (duration-stratified batch order, sharded over ranks, never packed); ``[]``
+        without test manifests."""
         return self._eval_dataloader("test") if self.specs["test"] else []
 
     # ----------------------------------------------------------------------------------------------

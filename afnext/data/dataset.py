@@ -11,6 +11,7 @@ placeholder mismatch, missing or unreadable audio, audio over ``max_audio_second
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -145,6 +146,15 @@ class ManifestDataset(Dataset):
             seconds = _header_seconds(sound)
             total += seconds or 0.0
         return total
+
+    def windows(self, window_seconds: float) -> list[int]:
+        """Audio windows (encoder inputs) of each sample: ``ceil(seconds / window_seconds)`` per audio (from the
+        total duration when only that is known: one more window per extra audio, an upper bound)."""
+        counts = []
+        for entry, seconds in zip(self.entries, self.durations):
+            sounds = 0 if isinstance(entry, ManifestProblem) else len(entry.sounds)
+            counts.append(math.ceil(seconds / window_seconds) + max(0, sounds - 1) if sounds else 0)
+        return counts
 
     def __len__(self) -> int:
         return len(self.entries)

@@ -29,11 +29,28 @@ from torch.utils.data import Sampler
 
 from afnext.errors import ConfigError
 
-__all__ = ["DurationBucketBatchSampler", "WeightedMixtureSampler"]
+__all__ = ["DurationBucketBatchSampler", "WeightedMixtureSampler", "spread_order"]
 
 
 def _generator(seed: int, epoch: int, salt: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed((seed * 1_000_003 + epoch * 7919 + salt) % (2**63))
+
+
+def spread_order(n: int) -> list[int]:
+    """``0 .. n-1`` reordered so that every prefix spreads evenly over the range: the middle first, then the
+    middles of the two halves, and so on (a breadth-first walk of the bisection tree)."""
+    order: list[int] = []
+    queue = [(0, n)]
+    head = 0
+    while head < len(queue):
+        lo, hi = queue[head]
+        head += 1
+        if lo >= hi:
+            continue
+        mid = (lo + hi) // 2
+        order.append(mid)
+        queue += [(lo, mid), (mid + 1, hi)]
+    return order
 
 
 class _Resumable:
@@ -169,6 +186,12 @@ class DurationBucketBatchSampler(_Resumable, Sampler[list[int]]):
         mixture: Draw each epoch's indices from this mixture instead of taking every index once.
         min_sample_seconds: Least a sample counts toward ``max_batch_seconds`` (text-only samples have no
             audio but still cost compute).
+        windows: Audio windows (encoder inputs) per dataset index; with ``max_windows`` a batch holds at most
+            that many (the encoder's cost is per window). A sample with more gets a batch of its own.
+        max_windows: Most audio windows per batch (``data.max_windows_per_batch``); ``None``: no cap.
+        stratified: Without ``shuffle``: order the batches so that every prefix spreads over the duration range
+            (the median batch first, then the quartiles, ...) instead of shortest first; validation with
+            ``limit_val_batches`` then sees long audio too.
 
     Raises:
         ConfigError: Neither cap is set, a cap is not positive, or ``rank`` is outside ``num_replicas``.
@@ -188,6 +211,9 @@ class DurationBucketBatchSampler(_Resumable, Sampler[list[int]]):
         drop_last: bool = False,
         mixture: WeightedMixtureSampler | None = None,
         min_sample_seconds: float = 1.0,
+        windows: Sequence[int] | None = None,
+        max_windows: int | None = None,
+        stratified: bool = False,
     ) -> None:
         super().__init__(seed)
         if batch_size is None and max_batch_seconds is None:
@@ -200,6 +226,10 @@ class DurationBucketBatchSampler(_Resumable, Sampler[list[int]]):
             )
         if not 0 <= rank < num_replicas:
             raise ConfigError(f"rank {rank} is outside num_replicas={num_replicas}")
+        if max_windows is not None and (max_windows < 1 or windows is None):
+            raise ConfigError(
+                f"data.max_windows_per_batch={max_windows} must be positive and needs the windows per sample"
+            )
         self.durations = [float(d) for d in durations]
         self.batch_size = batch_size
         self.max_batch_seconds = max_batch_seconds
@@ -209,21 +239,28 @@ class DurationBucketBatchSampler(_Resumable, Sampler[list[int]]):
         self.drop_last = drop_last
         self.mixture = mixture
         self.min_sample_seconds = float(min_sample_seconds)
+        self.windows = None if windows is None else [int(w) for w in windows]
+        self.max_windows = max_windows
+        self.stratified = stratified
         self._cache: tuple[int, list[list[int]]] | None = None
 
     def _fill(self, indices: list[int]) -> list[list[int]]:
         batches: list[list[int]] = []
         current: list[int] = []
         seconds = 0.0
+        windows = 0
         for i in indices:
             cost = max(self.durations[i], self.min_sample_seconds)
+            n_windows = self.windows[i] if self.windows is not None else 0
             full = self.batch_size is not None and len(current) >= self.batch_size
             over = self.max_batch_seconds is not None and seconds + cost > self.max_batch_seconds
-            if current and (full or over):
+            too_many = self.max_windows is not None and windows + n_windows > self.max_windows
+            if current and (full or over or too_many):
                 batches.append(current)
-                current, seconds = [], 0.0
+                current, seconds, windows = [], 0.0, 0
             current.append(i)
             seconds += cost
+            windows += n_windows
         if current:
             batches.append(current)
         return batches
@@ -250,6 +287,8 @@ class DurationBucketBatchSampler(_Resumable, Sampler[list[int]]):
         batches = self._fill(ordered)
         if self.shuffle:
             batches = [batches[j] for j in torch.randperm(len(batches), generator=gen).tolist()]
+        elif self.stratified:
+            batches = [batches[j] for j in spread_order(len(batches))]
         return batches
 
     def epoch_batches(self, epoch: int) -> list[list[int]]:

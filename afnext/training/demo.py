@@ -21,7 +21,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-__all__ = ["build_demo_data", "run_demo"]
+__all__ = ["build_demo_data", "ensure_demo_data", "run_demo"]
 
 console = Console(stderr=True)
 
@@ -49,6 +49,48 @@ def build_demo_data(cfg: Any) -> Path:
         console.print(f"[cyan]building demo data[/] afnext data build {' '.join(overrides)}")
     instantiate(compose_config("data_build", overrides, subdir="reasoning").build, _convert_="all")
     write_json(recorded, {"build": wanted})
+    return out
+
+
+def _manifest_paths(data: Any) -> list[Path]:
+    paths = []
+    for split in ("train", "val", "test"):
+        value = data.get(split)
+        items = [] if value is None else [value] if isinstance(value, (str, dict)) else list(value)
+        for item in items:
+            path = item.get("path") if hasattr(item, "get") else item
+            if path:
+                paths.append(Path(str(path)))
+    return paths
+
+
+def ensure_demo_data(cfg: Any, *, wait_seconds: float = 3600.0) -> Path | None:
+    """Build an experiment's synthetic data on first use (``afnext train experiment=tiny`` on a fresh checkout).
+
+    Only when the experiment has a ``demo.build`` recipe and some configured manifest lies in its dataset folder
+    and is missing; global rank 0 builds, the other ranks wait for the manifests.
+
+    Returns:
+        The dataset folder when it was built or waited for, else None.
+    """
+    from lightning.pytorch.utilities import rank_zero_only
+
+    demo = cfg.get("demo")
+    if not demo or not demo.get("build"):
+        return None
+    out = (Path(cfg.paths.data_dir) / str(demo.dataset)).resolve()
+    wanted = [p for p in _manifest_paths(cfg.data) if p.resolve().is_relative_to(out)]
+    if not wanted or all(p.is_file() for p in wanted):
+        return None
+    if rank_zero_only.rank == 0:
+        return build_demo_data(cfg)
+    deadline = time.monotonic() + wait_seconds
+    while not all(p.is_file() for p in wanted):
+        if time.monotonic() > deadline:
+            from afnext.errors import DataError
+
+            raise DataError(f"rank {rank_zero_only.rank}: {out} was not built by rank 0 in time")
+        time.sleep(1.0)
     return out
 
 

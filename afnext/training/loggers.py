@@ -9,7 +9,28 @@ from typing import Any
 
 from rich.console import Console
 
-__all__ = ["wandb_has_credentials", "wandb_logger"]
+__all__ = ["stage_run_id", "wandb_has_credentials", "wandb_logger"]
+
+RUN_ID_FILE = "wandb_run_id"
+
+
+def stage_run_id(save_dir: str | os.PathLike) -> str:
+    """The W&B run id of a stage folder: read from ``wandb_run_id`` there, or made and written (by global rank
+    0; other ranks log nothing) on first use."""
+    from lightning.pytorch.utilities import rank_zero_only
+
+    path = Path(save_dir) / RUN_ID_FILE
+    if path.is_file() and path.read_text().strip():
+        return path.read_text().strip()
+    import uuid
+
+    run_id = uuid.uuid4().hex[:12]  # W&B run ids: up to 64 letters and digits
+    if rank_zero_only.rank == 0:
+        from afnext.interop.safetensors_io import atomic_write
+
+        with atomic_write(path, "w") as handle:
+            handle.write(run_id + "\n")
+    return run_id
 
 
 def wandb_has_credentials() -> bool:
@@ -44,6 +65,9 @@ def wandb_logger(
         offline: ``True`` / ``False``, or ``"auto"``: offline unless an API key is configured (or
             ``WANDB_MODE=offline``).
         log_model: Upload checkpoints as W&B artifacts.
+
+    The run id is kept in ``save_dir/wandb_run_id``: a resumed stage (same folder) continues the same W&B run
+    (``resume="allow"``) instead of opening a new one.
     """
     from lightning.pytorch.loggers import WandbLogger
 
@@ -61,6 +85,8 @@ def wandb_logger(
         tags=tags,
         offline=bool(offline),
         log_model=log_model,
+        id=stage_run_id(save_dir),
+        resume="allow",
     )
     if offline:
         Console(stderr=True).print(

@@ -1,8 +1,9 @@
 """LightningModule around :class:`afnext.model.AudioLanguageModel`.
 
 AdamW with one learning rate per trainable part (encoder, time embedding, connector, LLM, LoRA), linear
-warmup then cosine decay (AF3's schedule), next-token loss on assistant turns only (the processor's labels),
-throughput logging, and greedy answers on validation batches scored against the reference answers.
+warmup then cosine decay (AF3's schedule), next-token loss on assistant turns only (the processor's labels)
+averaged over the target tokens of each optimizer step (all micro-batches, all ranks), throughput logging, and
+validation loss and greedy answers per duration bucket, summed over ranks.
 """
 
 from __future__ import annotations
@@ -16,12 +17,20 @@ import lightning.pytorch as pl
 import torch
 
 from afnext.errors import ConfigError
+from afnext.llms.loss import IGNORE_INDEX, shift_labels
 from afnext.model import PARTS, AudioLanguageModel
+from afnext.training.validation import DurationBuckets, ValidationTotals
 
 __all__ = ["MODEL_INPUTS", "AudioLanguageModule", "prompt_batch", "warmup_cosine"]
 
-MODEL_INPUTS = ("input_ids", "attention_mask", "input_features", "input_features_mask", "labels")
-IGNORE_INDEX = -100
+MODEL_INPUTS = (
+    "input_ids",
+    "attention_mask",
+    "position_ids",
+    "input_features",
+    "input_features_mask",
+    "labels",
+)
 
 
 def warmup_cosine(step: int, *, warmup_steps: int, total_steps: int, min_lr_ratio: float) -> float:
@@ -73,6 +82,18 @@ def prompt_batch(
 class AudioLanguageModule(pl.LightningModule):
     """Trains an :class:`AudioLanguageModel` with the processor's batches.
 
+    The training loss is the mean over the target tokens of the whole optimizer step: every micro-batch of a
+    gradient-accumulation window on every data-parallel rank. transformers' ``Trainer`` gets there by reading the
+    window's batches ahead (``num_items_in_batch``); here each micro-batch's loss is its summed token losses over
+    a fixed scale (the previous step's tokens per micro-batch, the same on every rank), and before the optimizer
+    step the gradients are rescaled once by the true global count, all-reduced with the loss sum: exact, however
+    uneven the micro-batches, at one small all-reduce per step. ``train/loss`` is that global mean.
+
+    Every rank runs the same modules in the same order in every step, so no collective waits forever: a batch
+    whose samples were all skipped becomes a one-token placeholder with no target (loss 0, zero gradients), and
+    a batch without audio runs the audio path on one silent window times 0 (``idle_audio``) when there is more
+    than one rank.
+
     Args:
         model: The built model.
         trainable: Parts that train (declared, see ``AudioLanguageModel.set_trainable``).
@@ -83,10 +104,12 @@ class AudioLanguageModule(pl.LightningModule):
         warmup_steps: Linear warmup steps.
         min_lr_ratio: Cosine floor as a fraction of each part's learning rate.
         activation_checkpointing: Recompute activations in the backward (encoder and LLM).
-        generate_batches: Validation batches answered greedily and scored (0: loss only).
+        generate_batches: Validation batches per rank answered greedily and scored (0: loss only); the
+            validation batches come spread over the duration range, so the first ones are too.
         max_new_tokens: Tokens generated per validation answer.
         scorer: ``(prediction, reference, question, choices) -> bool`` (``choices``: the manifest's options,
             empty for open questions); default: :func:`default_scorer`, as ``afnext.evaluation.qa`` scores.
+        duration_buckets: Edges in seconds of the duration buckets validation metrics are kept for.
     """
 
     def __init__(
@@ -103,6 +126,7 @@ class AudioLanguageModule(pl.LightningModule):
         generate_batches: int = 1,
         max_new_tokens: int = 32,
         scorer: Any = None,
+        duration_buckets: Sequence[float] = (30.0, 120.0, 600.0),
     ) -> None:
         super().__init__()
         self.model = model
@@ -118,8 +142,15 @@ class AudioLanguageModule(pl.LightningModule):
         self.scorer = scorer or default_scorer
         if activation_checkpointing:
             self._enable_activation_checkpointing()
+        self.buckets = DurationBuckets(duration_buckets)
+        self.val_totals = ValidationTotals(self.buckets)
         self.predictions: list[dict[str, Any]] = []
         self._step_start: float | None = None
+        # Loss bookkeeping of the current accumulation window (see the class docstring).
+        self.token_scale = 1.0
+        self._window: torch.Tensor | None = (
+            None  # (summed token losses, target tokens), on the device
+        )
         self.save_hyperparameters(ignore=["model", "scorer"])
 
     # ------------------------------------------------------------------------------------------
@@ -128,6 +159,14 @@ class AudioLanguageModule(pl.LightningModule):
         for module in (getattr(self.model.encoder, "tower", None), self.model.llm.base):
             if module is not None and getattr(module, "supports_gradient_checkpointing", False):
                 module.gradient_checkpointing_enable(**kwargs)
+
+    def configure_model(self) -> None:
+        """Shard the model when the strategy is FSDP2 (Lightning calls this once the processes exist)."""
+        from afnext.training.strategy import FSDP2Strategy
+
+        strategy = self._trainer.strategy if self._trainer is not None else None
+        if isinstance(strategy, FSDP2Strategy):
+            strategy.shard(self.model)
 
     def part_lr(self, part: str) -> float:
         if part in self.lr:
@@ -169,32 +208,43 @@ class AudioLanguageModule(pl.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
     # ------------------------------------------------------------------------------------------
-    def forward(self, **batch: Any) -> Any:
-        return self.model(**{k: batch[k] for k in MODEL_INPUTS if batch.get(k) is not None})
+    @property
+    def _world(self) -> int:
+        return self._trainer.world_size if self._trainer is not None else 1
 
-    def _log_batch_stats(self, batch: Mapping[str, Any], prefix: str) -> None:
-        size = batch["input_ids"].shape[0]
-        tokens = float(batch["attention_mask"].sum())
-        self.log(f"{prefix}/tokens", tokens, reduce_fx="sum", batch_size=size)
-        if "audio_seconds" in batch:
-            seconds = float(torch.as_tensor(batch["audio_seconds"]).sum())
-            self.log(f"{prefix}/audio_seconds", seconds, reduce_fx="sum", batch_size=size)
+    @staticmethod
+    def _empty(batch: Mapping[str, Any]) -> bool:
+        """Every sample of the batch was skipped (counted by the datamodule)."""
+        return batch.get("num_samples", batch["input_ids"].shape[0]) == 0
+
+    def model_inputs(self, batch: Mapping[str, Any]) -> dict[str, Any]:
+        """The model's inputs of a batch: a one-token placeholder without targets for an all-skipped batch, and
+        ``idle_audio`` when several ranks must run the same modules (see the class docstring)."""
+        if self._empty(batch):
+            pad = self.model.llm.tokenizer.pad_token_id
+            ids = torch.full((1, 1), pad, dtype=torch.long, device=self.device)
+            inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+            if "labels" in batch:
+                inputs["labels"] = torch.full_like(ids, IGNORE_INDEX)
+        else:
+            inputs = {k: batch[k] for k in MODEL_INPUTS if batch.get(k) is not None}
+        inputs["idle_audio"] = self._world > 1
+        return inputs
+
+    def forward(self, **batch: Any) -> Any:
+        return self.model(**self.model_inputs(batch))
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         self._step_start = time.perf_counter()
 
-    @staticmethod
-    def _empty(batch: Mapping[str, Any]) -> bool:
-        """Every sample of the batch was skipped (counted by the datamodule): nothing to compute."""
-        return batch.get("num_samples", batch["input_ids"].shape[0]) == 0
-
-    def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> torch.Tensor | None:
-        if self._empty(batch):
-            return None  # Lightning skips the backward and optimizer step
-        out = self(**batch)
-        size = batch["input_ids"].shape[0]
-        self.log("train/loss", out.loss, prog_bar=True, batch_size=size)
-        if self._step_start is not None:
+    def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> torch.Tensor:
+        inputs = self.model_inputs(batch)
+        out = self.model(**inputs, num_items_in_batch=self.token_scale)
+        targets = (shift_labels(inputs["labels"]) != IGNORE_INDEX).sum()
+        step = torch.stack([out.loss.detach().double() * self.token_scale, targets.double()])
+        self._window = step if self._window is None else self._window + step  # no host sync here
+        if self._step_start is not None and not self._empty(batch):
+            size = batch["input_ids"].shape[0]
             elapsed = max(time.perf_counter() - self._step_start, 1e-9)
             tokens = float(batch["attention_mask"].sum())
             self.log("train/tokens_per_s", tokens / elapsed, batch_size=size)
@@ -204,30 +254,88 @@ class AudioLanguageModule(pl.LightningModule):
         return out.loss
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        """Turn the window's gradients into those of the mean over its global target tokens; log the loss."""
+        import torch.distributed as dist
+
+        window, self._window = self._window, None
+        if window is None:
+            window = torch.zeros(2, dtype=torch.float64, device=self.device)
+        if self._world > 1 and dist.is_available() and dist.is_initialized():
+            dist.all_reduce(window)
+        loss_sum, tokens = (float(x) for x in window.cpu())
+        replicas = self.trainer.accumulate_grad_batches * self._world
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        if tokens > 0:
+            # Lightning divided each micro-batch's loss by the accumulation steps and DDP / FSDP average the
+            # gradients over ranks: undo both, and the fixed scale, and divide by the true count.
+            factor = replicas * self.token_scale / tokens
+            for param in params:
+                if param.grad is not None:
+                    param.grad.mul_(factor)
+            self.step_loss = loss_sum / tokens
+            self.log("train/loss", self.step_loss, prog_bar=True)
+            self.token_scale = max(1.0, tokens / replicas)
+        else:  # nothing to learn from in this step on any rank: no update (AdamW skips grad None)
+            self.step_loss = float("nan")
+            for param in params:
+                param.grad = None
+        self.log("train/target_tokens", tokens)
         for group in optimizer.param_groups:
             if not group["name"].endswith("_no_decay"):
                 self.log(f"lr/{group['name']}", group["lr"])
 
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["afnext_token_scale"] = self.token_scale
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.token_scale = float(checkpoint.get("afnext_token_scale", 1.0))
+
+    # ------------------------------------------------------------------------------------------
     def on_validation_epoch_start(self) -> None:
         self.predictions = []
+        self.val_totals = ValidationTotals(self.buckets)
 
-    def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> torch.Tensor | None:
-        if self._empty(batch):
-            return None
-        out = self(**batch)
-        size = batch["input_ids"].shape[0]
-        self.log("val/loss", out.loss, prog_bar=True, batch_size=size, sync_dist=True)
+    def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> torch.Tensor:
+        out = self.model(**self.model_inputs(batch), return_row_losses=True)
+        if not self._empty(batch):
+            durations = _durations(batch)
+            self.val_totals.add_losses(durations, out.row_loss_sums, out.row_targets)
         if batch_idx < self.generate_batches:
             self._answer(batch)
         return out.loss
 
+    def _sharded(self) -> bool:
+        from torch.distributed.fsdp import FSDPModule
+
+        return isinstance(self.model, FSDPModule)
+
     @torch.no_grad()
     def _answer(self, batch: Mapping[str, Any]) -> None:
+        """Greedy answers to the batch's first questions, scored. Under FSDP2 every rank generates in step
+        (``synced_gpus``) and runs the audio path, with a placeholder prompt when its batch is empty."""
         tokenizer = self.model.llm.tokenizer
-        inputs, targets = prompt_batch(batch, tokenizer.pad_token_id)
-        generated = self.model.generate(
-            **inputs, max_new_tokens=self.max_new_tokens, do_sample=False
-        )[:, inputs["input_ids"].shape[1] :]
+        sharded = self._sharded()
+        empty = self._empty(batch)
+        if empty and not sharded:
+            return
+        if empty:
+            ids = torch.full((1, 1), tokenizer.pad_token_id, dtype=torch.long, device=self.device)
+            inputs, targets = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}, []
+        else:
+            inputs, targets = prompt_batch(batch, tokenizer.pad_token_id)
+        if sharded:
+            self.model.unshard()  # the root unit's weights (embeddings, connector, LM head) for generate
+            if inputs.get("input_features") is None:
+                self.model.idle_audio_term()
+        try:
+            generated = self.model.generate(
+                **inputs, max_new_tokens=self.max_new_tokens, do_sample=False, synced_gpus=sharded
+            )[:, inputs["input_ids"].shape[1] :]
+        finally:
+            if sharded:
+                self.model.reshard()
+        if empty:
+            return
         predictions = tokenizer.batch_decode(generated, skip_special_tokens=True)
         references = [tokenizer.decode(t, skip_special_tokens=True) for t in targets]
         n = len(predictions)
@@ -235,7 +343,11 @@ class AudioLanguageModule(pl.LightningModule):
         sounds = batch.get("sounds") or [None] * n
         questions = batch.get("questions") or [""] * n
         choices = batch.get("choices") or [[]] * n
+        durations = _durations(batch)
+        correct = []
         for i, (pred, ref) in enumerate(zip(predictions, references)):
+            right = bool(self.scorer(pred, ref, questions[i], choices[i]))
+            correct.append(right)
             self.predictions.append(
                 {
                     "id": ids[i],
@@ -243,14 +355,30 @@ class AudioLanguageModule(pl.LightningModule):
                     "question": questions[i],
                     "prediction": pred.strip(),
                     "reference": ref.strip(),
-                    "correct": bool(self.scorer(pred, ref, questions[i], choices[i])),
+                    "correct": right,
+                    "seconds": durations[i],
                 }
             )
+        self.val_totals.add_answers(durations, correct)
 
     def on_validation_epoch_end(self) -> None:
-        if self.predictions:
-            accuracy = sum(p["correct"] for p in self.predictions) / len(self.predictions)
-            self.log("val/accuracy", accuracy, prog_bar=True, batch_size=len(self.predictions))
+        """Sum the metrics over ranks and log them; gather the answered samples on rank 0."""
+        import torch.distributed as dist
+
+        self.val_totals.all_reduce(self.device)
+        for name, value in self.val_totals.metrics().items():
+            # Already global (and equal on every rank); sync_dist only tells Lightning so.
+            self.log(name, value, prog_bar=name in ("val/loss", "val/accuracy"), sync_dist=True)
+        if self._world > 1 and dist.is_available() and dist.is_initialized():
+            gathered: list[Any] = [None] * dist.get_world_size()
+            dist.all_gather_object(gathered, self.predictions)
+            self.predictions = [row for part in gathered for row in part or []]
+
+
+def _durations(batch: Mapping[str, Any]) -> list[float]:
+    """Seconds of audio of each sample of a batch (0 when the collator did not say)."""
+    n = len(batch.get("ids") or []) or int(batch["input_ids"].shape[0])
+    return [float(x) for x in batch.get("durations") or [0.0] * n]
 
 
 def default_scorer(

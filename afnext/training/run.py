@@ -26,7 +26,15 @@ from afnext.training.curriculum import (
     stage_dir,
 )
 
-__all__ = ["build_model", "build_stage", "resolve_checkpoint", "run_dir_of", "train", "validate"]
+__all__ = [
+    "build_model",
+    "build_stage",
+    "export_stage_model",
+    "resolve_checkpoint",
+    "run_dir_of",
+    "train",
+    "validate",
+]
 
 console = Console(stderr=True)
 
@@ -69,14 +77,36 @@ def resolve_checkpoint(path: str | os.PathLike) -> Path:
 
 
 def build_model(cfg: DictConfig, init_from: str | Path | None = None) -> Any:
-    """Instantiate ``cfg.model`` or load weights from ``init_from`` (afnext or transformers folder)."""
+    """Instantiate ``cfg.model`` or load weights from ``init_from`` (afnext or transformers folder).
+
+    Weights loaded from ``init_from`` get the composed settings that are not weights: the LLM's and the
+    encoder's attention back ends, the loss implementation, LoRA adapters (added when the checkpoint has none)
+    and activation checkpointing (``llm.gradient_checkpointing``). Dtypes are set per stage by
+    :func:`build_stage` (float32 for what trains, ``llm.dtype`` for a frozen LLM).
+    """
     from hydra.utils import instantiate
 
     from afnext.model import AudioLanguageModel
 
-    if init_from:
-        return AudioLanguageModel.from_pretrained(resolve_checkpoint(init_from))
-    return instantiate(cfg.model, _convert_="all")
+    if not init_from:
+        return instantiate(cfg.model, _convert_="all")
+    llm_cfg, enc_cfg = cfg.get("llm") or {}, cfg.get("encoder") or {}
+    settings: dict[str, Any] = {}
+    if llm_cfg.get("attn_implementation"):
+        settings["attn_implementation"] = llm_cfg.attn_implementation
+    if enc_cfg.get("attn_implementation"):
+        settings["encoder_attn_implementation"] = enc_cfg.attn_implementation
+    if cfg.get("model") is not None and cfg.model.get("loss_impl"):
+        settings["loss_impl"] = cfg.model.loss_impl
+    model = AudioLanguageModel.from_pretrained(resolve_checkpoint(init_from), **settings)
+    lora = llm_cfg.get("lora")
+    if lora and not model.llm.has_lora:
+        model.llm.add_lora(OmegaConf.to_container(lora, resolve=True))
+    if llm_cfg.get("gradient_checkpointing"):
+        model.llm.base.gradient_checkpointing_enable(
+            gradient_checkpointing_kwargs={"use_reentrant": False}
+        )
+    return model
 
 
 def _make_logger(cfg: DictConfig, folder: Path, stage: Stage, run_name: str) -> Any:
@@ -106,6 +136,7 @@ def build_stage(cfg: DictConfig, stage: Stage, folder: Path, model: Any) -> tupl
     from afnext.data.processor import AudioProcessor
     from afnext.training.checkpoint_io import AtomicCheckpointIO
     from afnext.training.module import AudioLanguageModule
+    from afnext.training.strategy import FSDP2Strategy
 
     with open_dict(cfg):
         cfg.paths.stage_dir = str(folder)
@@ -137,10 +168,29 @@ def build_stage(cfg: DictConfig, stage: Stage, folder: Path, model: Any) -> tupl
         max_steps=stage.max_steps,
         logger=logger,
         callbacks=callbacks,
-        plugins=[AtomicCheckpointIO()],
         _convert_="all",
     )
+    _set_dtypes(model, cfg, trainer)
+    if not isinstance(trainer.strategy, FSDP2Strategy):
+        # Atomic single-file checkpoints; FSDP2 writes its sharded ones atomically itself.
+        trainer.strategy.checkpoint_io = AtomicCheckpointIO()
     return module, datamodule, trainer
+
+
+def _set_dtypes(model: Any, cfg: DictConfig, trainer: Any) -> None:
+    """Float32 master weights for what trains; a frozen LLM in ``llm.dtype`` (FSDP2: everything float32, its
+    mixed-precision policy gathers the compute dtype)."""
+    from afnext.llms.hf import resolve_dtype
+    from afnext.training.precision import use_master_weights
+    from afnext.training.strategy import FSDP2Strategy
+
+    sharded = isinstance(trainer.strategy, FSDP2Strategy)
+    frozen = resolve_dtype((cfg.get("llm") or {}).get("dtype"))
+    if frozen is not None and not sharded:
+        for param in model.llm.parameters():
+            if not param.requires_grad and param.is_floating_point():
+                param.data = param.data.to(frozen)
+    use_master_weights(model, cfg.trainer.get("precision"), all_float32=sharded)
 
 
 def _stages(cfg: DictConfig) -> list[Stage]:
@@ -163,8 +213,11 @@ def train(cfg: DictConfig) -> Path:
     import lightning.pytorch as pl
     from lightning.pytorch.utilities import rank_zero_only
 
+    from afnext.training.demo import ensure_demo_data
+
     # Under DDP every rank runs this function; files are written by global rank 0 only.
     main_rank = rank_zero_only.rank == 0
+    ensure_demo_data(cfg)  # experiment=tiny on a fresh checkout: its synthetic scenes, built once
     pl.seed_everything(int(cfg.seed), workers=True)
     run_dir = run_dir_of(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -194,10 +247,11 @@ def train(cfg: DictConfig) -> Path:
         )
         model = build_model(cfg, init_from=previous)
         module, datamodule, trainer = build_stage(cfg, stage, folder, model)
-        last = folder / "checkpoints" / "last.ckpt"
-        if last.is_file():
+        last = folder / "checkpoints" / "last.ckpt"  # a file, or a link to FSDP2's sharded folder
+        resume = last.exists()
+        if resume:
             console.print(f"[cyan]resuming stage {stage.name} from {last}[/]")
-        trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if last.is_file() else None)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if resume else None)
         if trainer.interrupted:
             raise KeyboardInterrupt(f"stage {stage.name} interrupted; rerun the command to resume")
         if trainer.global_step < stage.max_steps:
@@ -207,8 +261,8 @@ def train(cfg: DictConfig) -> Path:
             )
         # The stage's end state, whatever the validation cadence: last.ckpt is where a resume starts.
         trainer.save_checkpoint(last)  # collective: every rank calls it, rank 0 writes
+        export_stage_model(module.model, folder / "model", trainer)
         if trainer.is_global_zero:
-            model.save_pretrained(folder / "model")
             mark_done(folder, {"stage": stage.name, "steps": trainer.global_step})
         trainer.strategy.barrier("afnext_stage_done")  # the next stage loads this stage's model
         previous = final = folder / "model"
@@ -225,6 +279,16 @@ def train(cfg: DictConfig) -> Path:
         AudioLanguageModel.from_pretrained(final).save_pretrained(run_dir / "hf", format="hf")
     console.print(f"[green]model:[/] {final}")
     return final
+
+
+def export_stage_model(model: Any, path: Path, trainer: Any) -> None:
+    """Write the stage's weights in afnext format, once: a sharded (FSDP2) model is gathered into one full
+    state dict on rank 0 (a collective every rank takes part in), then rank 0 writes it."""
+    from afnext.training.strategy import full_state_dict
+
+    state = full_state_dict(model)
+    if trainer.is_global_zero:
+        model.save_pretrained(path, state_dict=state)
 
 
 def _without_stage(cfg: DictConfig) -> DictConfig:
