@@ -1,0 +1,180 @@
+"""MMAU-Pro (gamma-lab-umd/MMAU-Pro): closed multiple-choice, open-ended and instruction-following questions.
+
+Released on Hugging Face as ``test.parquet`` with ``id, audio_path`` (a list: some questions have several
+audio files, ``data/<uuid>.wav`` relative to the dataset folder), ``question, choices, answer, category`` and,
+for instruction following, ``task_identifier, kwargs``; its official script reads the prediction from column
+``model_output``. Reading parquet needs ``pyarrow`` (not an afnext dependency); a JSON / JSON-lines export of
+the same records is read without it.
+
+How each kind is scored here, against the official script:
+
+* **closed** (``category`` neither ``open`` nor ``instruction following``, at least two choices): the official
+  script picks the choice closest to the output by NV-Embed-v2 sentence-embedding similarity. That 7B embedding
+  model cannot be downloaded here, so closed questions are scored by the MMAU / MMAR token rule, on the raw
+  output (``official``) and on the final answer (``final_answer``); numbers are not directly comparable with the
+  embedding scorer's (``notes`` in the results says so).
+* **open**: an LLM judge scores the final answer 1-5 (the official script uses Qwen2.5-7B-Instruct and its
+  ``OVERALL`` line); the percent is ``100 * mean / 5``, as the official weighted score divides by 5.
+* **instruction following**: rule checks in the official script (word / sentence / keyword counts, casing, ...);
+  not ported yet: reported as not scored, with the count.
+
+``overall`` is the official weighting (closed accuracy, open mean / 5, instruction success, each weighted by
+its item count) over the kinds that were scored, which it names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from afnext.errors import DataError
+from afnext.evaluation.benchmarks.base import BenchmarkItem, read_records
+from afnext.evaluation.benchmarks.multiple_choice import FINAL_RULE, MultipleChoiceBenchmark
+from afnext.evaluation.metrics.breakdown import accuracy_summary
+from afnext.evaluation.metrics.judged import Judge, judged_scores
+from afnext.reasoning.metrics import final_answer
+
+__all__ = ["MMAUPro"]
+
+OPEN, FOLLOW = "open", "instruction following"
+EMBEDDING_NOTE = (
+    "Closed questions: the official MMAU-Pro scorer matches the output to a choice by NV-Embed-v2 embedding "
+    "similarity; that model is not available here, so they are scored by the MMAU/MMAR token rule instead "
+    "(not directly comparable)."
+)
+
+
+class MMAUPro(MultipleChoiceBenchmark):
+    """MMAU-Pro adapter.
+
+    Args:
+        judge_scale: The open-question judge's (lowest, highest) score.
+        **kwargs: :class:`~afnext.evaluation.benchmarks.base.BaseBenchmark` settings.
+    """
+
+    name = "mmau_pro"
+    default_file = "test.parquet"
+    prediction_field = "model_output"
+    fields = ("category",)
+    official_rule = (
+        "MMAU/MMAR official string_match on the raw output (stands in for NV-Embed matching)"
+    )
+    notes = (EMBEDDING_NOTE,)
+
+    def __init__(
+        self,
+        root: str | Path | None = None,
+        *,
+        judge_scale: Sequence[float] = (1, 5),
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(root, **kwargs)
+        self.judge_scale = (float(judge_scale[0]), float(judge_scale[1]))
+
+    def load(self, path: str | Path) -> list[dict[str, Any]]:
+        """Records of ``test.parquet`` (needs pyarrow) or of a JSON / JSON-lines export."""
+        path = Path(path)
+        if path.suffix.lower() != ".parquet":
+            return read_records(path)
+        try:
+            import pyarrow.parquet as pq
+        except ImportError as exc:
+            raise DataError(
+                f"{path}: reading parquet needs pyarrow (pip install pyarrow), or export the records to "
+                f"JSON lines and set benchmark.file to that file"
+            ) from exc
+        return pq.read_table(path).to_pylist()
+
+    @staticmethod
+    def kind(record: Mapping[str, Any]) -> str:
+        """``open``, ``instruction following``, ``closed`` or ``unscorable`` (closed with < 2 choices)."""
+        category = str(record.get("category") or "")
+        if category in (OPEN, FOLLOW):
+            return category
+        return "closed" if len(record.get("choices") or []) > 1 else "unscorable"
+
+    def choices_of(self, record: Mapping[str, Any]) -> list[str]:
+        return list(record.get("choices") or []) if self.kind(record) == "closed" else []
+
+    def item(
+        self, record: dict[str, Any], root: Path | None, where: str, index: int
+    ) -> BenchmarkItem:
+        item = super().item(record, root, where, index)
+        item.meta["kind"] = self.kind(record)
+        return item
+
+    def score(
+        self,
+        items: Sequence[BenchmarkItem],
+        predictions: Mapping[str, str],
+        *,
+        judge: Judge | None = None,
+    ) -> dict[str, Any]:
+        """Closed accuracy (two rules), judged open answers, and the official weighted overall.
+
+        Args:
+            items: The items.
+            predictions: ``{item id: model output}``.
+            judge: Scores open answers (``score(items) -> list[float | None]``); without it they are not scored.
+        """
+        self.unknown_predictions(items, predictions)
+        scored = [i for i in items if i.id in predictions]
+        for item in scored:
+            if not isinstance(predictions[item.id], str):
+                raise DataError(f"item {item.id!r}: the prediction must be a string")
+        closed = [i for i in scored if i.meta["kind"] == "closed"]
+        opened = [i for i in scored if i.meta["kind"] == OPEN]
+        follow = [i for i in scored if i.meta["kind"] == FOLLOW]
+        unscorable = [i for i in scored if i.meta["kind"] == "unscorable"]
+        meta = [i.meta for i in closed]
+        official = [self.official_correct(i, predictions[i.id]) for i in closed]
+        final = [self.final_correct(i, predictions[i.id]) for i in closed]
+        judged = judged_scores(
+            judge,
+            [
+                {
+                    "question": str(i.raw.get("question", "")),
+                    "reference": str(i.reference),
+                    "prediction": final_answer(predictions[i.id]),
+                }
+                for i in opened
+            ],
+            scale=self.judge_scale,
+        )
+        result = {
+            "benchmark": self.name,
+            "metric": "accuracy (percent); open: judge mean / max x 100",
+            "items": len(items),
+            "scored": len(scored),
+            "skipped": len(items) - len(scored),
+            "official": {
+                "rule": self.official_rule,
+                **accuracy_summary(official, meta, self.fields),
+            },
+            "final_answer": {"rule": FINAL_RULE, **accuracy_summary(final, meta, self.fields)},
+            "open": {k: v for k, v in judged.items() if k != "per_item"},
+            "instruction_following": {
+                "items": len(follow),
+                "score": None,
+                "reason": "the official rule checks (word/sentence counts, casing, keywords) are not ported yet",
+            },
+            "unscorable": len(unscorable),
+            "notes": list(self.notes),
+        }
+        result["overall"] = {
+            view: self._overall(result[view]["correct"], len(closed), judged, len(opened))
+            for view in ("official", "final_answer")
+        }
+        return result
+
+    @staticmethod
+    def _overall(
+        closed_correct: int, closed: int, judged: Mapping[str, Any], opened: int
+    ) -> dict[str, Any]:
+        points, weight, parts = float(closed_correct), closed, ["closed"] if closed else []
+        if opened and judged.get("score") is not None:
+            points += judged["score"] / 100.0 * opened
+            weight += opened
+            parts.append("open")
+        return {"score": 100.0 * points / weight if weight else None, "parts": parts}

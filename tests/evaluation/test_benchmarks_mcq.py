@@ -1,0 +1,333 @@
+"""The multiple-choice adapters (MMAU, MMAR, MMSU, MuchoMusic, MMAU-Pro) read tiny fixtures in their benchmarks'
+own released formats, resolve audio paths, list missing or unreadable audio, and score predictions."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import pytest
+
+from afnext.errors import ConfigError, DataError
+from afnext.evaluation.benchmarks import (
+    MMAR,
+    MMAU,
+    MMSU,
+    Benchmark,
+    MMAUPro,
+    MuchoMusic,
+    score_file,
+)
+from tests.evaluation.files import FakeJudge, write_audio, write_csv, write_jsonl
+
+MMAU_RECORDS = [
+    {
+        "id": "u1",
+        "audio_id": "./test-mini-audios/u1.wav",
+        "question": "Who speaks?",
+        "choices": ["Man", "Woman", "Child", "Robot"],
+        "answer": "Man",
+        "dataset": "AudioSet",
+        "task": "sound",
+        "split": "test-mini",
+        "category": "Reasoning",
+        "sub-category": "Acoustic Source Inference",
+        "difficulty": "medium",
+    },
+    {
+        "id": "u2",
+        "audio_id": "./test-mini-audios/u2.wav",
+        "question": "Which genre?",
+        "choices": ["Jazz", "Rock"],
+        "answer": "Rock",
+        "dataset": "MusicCaps",
+        "task": "music",
+        "split": "test-mini",
+        "category": "Information Extraction",
+        "sub-category": "Genre",
+        "difficulty": "easy",
+    },
+]
+
+
+def test_mmau_reads_its_release_resolves_audio_and_lists_missing_files(tmp_path):
+    (tmp_path / "mmau-test-mini.json").write_text(json.dumps(MMAU_RECORDS))
+    write_audio(tmp_path / "test-mini-audios" / "u1.wav")
+    mmau = MMAU(root=tmp_path)
+    assert isinstance(mmau, Benchmark)
+    items = mmau.read()
+    assert [i.id for i in items] == ["u1", "u2"]
+    assert items[0].audio == [tmp_path / "test-mini-audios" / "u1.wav"]
+    assert items[0].messages == [
+        {
+            "role": "user",
+            "content": "<sound>\nWho speaks?\nChoose the correct option from the following options:\n"
+            "(A) Man\n(B) Woman\n(C) Child\n(D) Robot",
+        }
+    ]
+    assert items[1].answer_index == 1 and items[0].meta["task"] == "sound"
+    assert items[0].raw == MMAU_RECORDS[0]
+    report = mmau.audio_report(items)
+    assert report["missing"] == 1
+    assert report["files"] == [
+        {"id": "u2", "path": str(tmp_path / "test-mini-audios" / "u2.wav"), "reason": "missing"}
+    ]
+    (tmp_path / "test-mini-audios" / "u2.wav").write_text("not audio")
+    (bad,) = mmau.missing_audio(items)
+    assert bad["id"] == "u2" and bad["reason"].startswith("unreadable")
+
+
+def test_prompt_template_is_configurable_and_checked(tmp_path):
+    mmau = MMAU(
+        prompt={"system": "Be brief.", "option": "{letter}. {text}", "option_separator": " "}
+    )
+    (item,) = mmau.items(MMAU_RECORDS[1:])
+    assert item.messages[0] == {"role": "system", "content": "Be brief."}
+    assert item.messages[1]["content"].endswith("A. Jazz B. Rock")
+    with pytest.raises(ConfigError, match=r"prompt.user must hold exactly one <sound>"):
+        MMAU(prompt={"user": "{question}"})
+    with pytest.raises(ConfigError, match="unknown keys"):
+        MMAU(prompt={"usr": "<sound>"})
+    with pytest.raises(ConfigError, match="cannot be filled"):
+        MMAU(prompt={"user": "<sound>{nope}"}).items(MMAU_RECORDS[1:])
+
+
+def test_root_is_needed_to_read_and_ids_must_be_unique(tmp_path):
+    with pytest.raises(ConfigError, match=r"benchmark\.root"):
+        MMAU().read()
+    with pytest.raises(DataError, match="appears twice"):
+        MMAU().items([MMAU_RECORDS[0], MMAU_RECORDS[0]], source="f.json")
+    with pytest.raises(DataError, match=r"f.json item 1: no field 'choices'"):
+        MMAU().items(
+            [{"id": "x", "audio_id": "a", "question": "q", "answer": "a"}], source="f.json"
+        )
+
+
+def test_mmar_reads_jsonl(tmp_path):
+    record = {
+        "id": "m1",
+        "audio_path": "./audio/m1.wav",
+        "question": "Where?",
+        "choices": ["Forest", "City"],
+        "answer": "City",
+        "modality": "mix-sound-speech",
+        "category": "Semantic Layer",
+        "sub-category": "Content Analysis",
+        "language": "en",
+        "source": "youtube",
+    }
+    write_jsonl(tmp_path / "MMAR-meta.jsonl", [record])
+    write_audio(tmp_path / "audio" / "m1.wav")
+    (item,) = MMAR(root=tmp_path).read()
+    assert item.audio == [tmp_path / "audio" / "m1.wav"]
+    assert item.meta == {
+        "modality": "mix-sound-speech",
+        "category": "Semantic Layer",
+        "sub-category": "Content Analysis",
+    }
+    assert MMAR(root=tmp_path).missing_audio([item]) == []
+
+
+def test_mmsu_official_letters_and_final_answer(tmp_path):
+    base = {
+        "audio_path": "audio/s.wav",
+        "question": "Tone?",
+        "choice_a": "rising",
+        "choice_b": "falling",
+        "choice_c": "",
+        "choice_d": "",
+        "task_name": "tone",
+        "category": "Perception",
+        "sub-category": "Phonology",
+    }
+    records = [
+        {**base, "id": "s1", "answer_gt": "rising", "response": "A"},
+        {**base, "id": "s2", "answer_gt": "falling", "response": "The answer is B."},
+        {**base, "id": "s3", "answer_gt": "falling", "response": "falling, clearly"},  # not counted
+        {**base, "id": "s4", "answer_gt": "rising"},  # no response: skipped
+    ]
+    path = write_jsonl(tmp_path / "mmsu.jsonl", records)
+    items = MMSU(root=tmp_path).read()
+    assert items[0].choices == ["rising", "falling"]  # trailing empty options dropped
+    assert "A. rising\nB. falling" in items[0].messages[0]["content"]
+    result = score_file(MMSU(), path)
+    assert (result["official"]["correct"], result["official"]["total"]) == (2, 2)
+    assert result["official"]["not_counted"] == 1
+    assert (result["final_answer"]["correct"], result["final_answer"]["total"]) == (3, 3)
+    assert result["skipped"] == 1
+
+
+def test_muchomusic_csv_finds_audio_like_the_official_code_and_shuffles_reproducibly(tmp_path):
+    rows = [
+        {
+            "question": "What instrument leads?",
+            "dataset": "sdd",
+            "genre": "jazz",
+            "music_reasoning": "['harmony']",
+            "music_knowledge": "['instrumentation', 'genre']",
+            "dataset_identifier": "123.json",
+            "correct_answer": "Saxophone",
+            "distractor_1_answer": "Trumpet",
+            "distractor_2_answer": "A slow tempo",
+            "distractor_3_answer": "Bagpipes",
+        },
+        {
+            "question": "Mood?",
+            "dataset": "musiccaps",
+            "genre": "",
+            "music_reasoning": "",
+            "music_knowledge": "['mood']",
+            "dataset_identifier": "a_b-c_7.json",
+            "correct_answer": "Calm",
+            "distractor_1_answer": "Angry",
+            "distractor_2_answer": "Fast",
+            "distractor_3_answer": "Loud",
+        },
+    ]
+    write_csv(tmp_path / "muchomusic.csv", rows)
+    (tmp_path / "sdd").mkdir()
+    write_csv(tmp_path / "sdd" / "song_describer.csv", [{"track_id": "123", "path": "12/123.mp3"}])
+    (tmp_path / "musiccaps").mkdir()
+    write_csv(
+        tmp_path / "musiccaps" / "musiccaps-public.csv",
+        [{"ytid": "a_b-c", "start_s": "30", "end_s": "40"}],
+    )
+    items = MuchoMusic(root=tmp_path, seed=3).read()
+    assert items[0].audio == [tmp_path / "sdd" / "audio" / "12" / "123.2min.mp3"]
+    assert items[1].audio == [tmp_path / "musiccaps" / "audio" / "[a_b-c]-[30-40].wav"]
+    assert items[0].choices[items[0].answer_index] == "Saxophone"
+    assert items[0].meta["knowledge"] == ["instrumentation", "genre"]
+    again = MuchoMusic(root=tmp_path, seed=3).read()
+    assert [i.choices for i in again] == [i.choices for i in items]
+    assert sorted(items[0].choices) == sorted(["Saxophone", "Trumpet", "A slow tempo", "Bagpipes"])
+    assert {i.id for i in items} == {"0", "1"}
+    assert MuchoMusic(root=tmp_path).audio_report(items)["missing"] == 2
+    (tmp_path / "musiccaps" / "musiccaps-public.csv").unlink()
+    with pytest.raises(DataError, match=r"musiccaps-public\.csv"):
+        MuchoMusic(root=tmp_path).read()
+    # the CSV with a model_output column scores without the root (same seed, same option order)
+    scored = [
+        {**row, "model_output": f"({'ABCD'[item.answer_index]})"} for row, item in zip(rows, items)
+    ]
+    result = score_file(MuchoMusic(seed=3), write_csv(tmp_path / "outputs.csv", scored))
+    assert (result["official"]["correct"], result["final_answer"]["correct"]) == (2, 2)
+
+
+def test_muchomusic_scores_the_official_prompts_file(tmp_path):
+    prompts = [
+        {
+            "id": "123",
+            "prompt": "Question: What leads?\n Options: (A) Trumpet ...\n The correct answer is: ",
+            "answers": ["Trumpet", "Saxophone", "Bagpipes", "A slow tempo"],
+            "answer_orders": [1, 0, 3, 2],
+            "dataset": "sdd",
+            "genre": "jazz",
+            "reasoning": [],
+            "knowledge": ["instrumentation"],
+            "audio_path": "data/sdd/audio/1.mp3",
+            "model_output": "(B)",
+        },
+        {
+            "id": "123",
+            "prompt": "...",
+            "answers": ["Calm", "Angry", "Fast", "Loud"],
+            "answer_orders": [0, 1, 2, 3],
+            "dataset": "sdd",
+            "genre": "jazz",
+            "reasoning": ["mood"],
+            "knowledge": [],
+            "audio_path": "data/sdd/audio/1.mp3",
+            "model_output": "<think>Option D? No.</think>calm",
+        },  # the one letter D decides
+    ]
+    path = tmp_path / "prompts.json"
+    path.write_text(json.dumps(prompts))
+    items = MuchoMusic().items(json.loads(path.read_text()))
+    assert (
+        items[0]
+        .messages[0]["content"]
+        .startswith("<sound>\nQuestion: What leads?\n Options: (A) Trumpet")
+    )
+    assert items[1].messages[0]["content"].startswith("<sound>\nQuestion: ...")
+    result = score_file(MuchoMusic(), path)
+    assert (result["official"]["correct"], result["official"]["total"]) == (1, 2)
+    assert (result["final_answer"]["correct"], result["final_answer"]["total"]) == (2, 2)
+    assert result["official"]["breakdown"]["knowledge"]["instrumentation"]["correct"] == 1
+
+
+def test_mmau_pro_splits_closed_open_and_instruction_items(tmp_path):
+    records = [
+        {
+            "id": "p1",
+            "audio_path": ["data/p1.wav"],
+            "question": "Which?",
+            "choices": ["Dog", "Cat"],
+            "answer": "Dog",
+            "category": "sound",
+            "model_output": "<think>cat?</think>A",
+        },
+        {
+            "id": "p2",
+            "audio_path": ["data/p2a.wav", "data/p2b.wav"],
+            "question": "Same speaker?",
+            "choices": ["Yes", "No"],
+            "answer": "No",
+            "category": "multi",
+            "model_output": "Yes",
+        },
+        {
+            "id": "p3",
+            "audio_path": ["data/p3.wav"],
+            "question": "Describe it.",
+            "choices": [],
+            "answer": "Rain on a roof.",
+            "category": "open",
+            "model_output": "Rain falling.",
+        },
+        {
+            "id": "p4",
+            "audio_path": ["data/p4.wav"],
+            "question": "Answer in capitals.",
+            "choices": None,
+            "answer": "",
+            "category": "instruction following",
+            "task_identifier": "All Uppercase",
+            "kwargs": {},
+            "model_output": "OK",
+        },
+    ]
+    path = write_jsonl(tmp_path / "test.jsonl", records)
+    pro = MMAUPro(root=tmp_path, file="test.jsonl")
+    items = pro.read()
+    assert items[1].audio == [tmp_path / "data" / "p2a.wav", tmp_path / "data" / "p2b.wav"]
+    assert items[1].messages[0]["content"].startswith("<sound>\n<sound>\nSame speaker?")
+    assert items[2].messages[0]["content"] == "<sound>\nDescribe it."
+    judge = FakeJudge([4])
+    result = pro.score(items, {r["id"]: r["model_output"] for r in records}, judge=judge)
+    assert judge.items == [
+        {"question": "Describe it.", "reference": "Rain on a roof.", "prediction": "Rain falling."}
+    ]
+    assert (result["official"]["correct"], result["final_answer"]["correct"]) == (0, 1)
+    assert result["official"]["total"] == 2
+    assert result["open"]["score"] == pytest.approx(80.0)  # 4 / 5
+    assert result["instruction_following"] == {
+        "items": 1,
+        "score": None,
+        "reason": "the official rule checks (word/sentence counts, casing, keywords) are not ported yet",
+    }
+    assert result["overall"]["final_answer"] == {
+        "score": pytest.approx(100 * (1 + 0.8) / 3),
+        "parts": ["closed", "open"],
+    }
+    assert any("NV-Embed" in note for note in result["notes"])
+    no_judge = score_file(MMAUPro(), path)
+    assert no_judge["open"]["score"] is None and no_judge["overall"]["official"]["parts"] == [
+        "closed"
+    ]
+
+
+@pytest.mark.skipif(importlib.util.find_spec("pyarrow") is not None, reason="pyarrow is installed")
+def test_mmau_pro_parquet_without_pyarrow_says_what_to_do(tmp_path):
+    (tmp_path / "test.parquet").write_bytes(b"PAR1")
+    with pytest.raises(DataError, match="pyarrow"):
+        MMAUPro(root=tmp_path).read()
