@@ -197,13 +197,18 @@ class _Builder:
 
     def shard(self, ids: Sequence[str], split_of: Mapping[str, str], part: Path) -> None:
         before = self.generator.report()
+        items = [self.source.load(item_id) for item_id in ids]
+        rngs = [random.Random(f"{self.seed}/{item_id}") for item_id in ids]
+        # A generator with generate_many (the LLM teacher) gets the shard at once, so its requests go
+        # out concurrently; the same rngs make the same samples either way.
+        many = getattr(self.generator, "generate_many", None)
+        if callable(many):
+            per_item = many([item.timeline for item in items], rngs)
+        else:
+            per_item = [self.generator.generate(i.timeline, r) for i, r in zip(items, rngs)]
         lines, empty = [], 0
-        for item_id in ids:
-            item = self.source.load(item_id)
+        for item_id, item, samples in zip(ids, items, per_item):
             sound = self.write_audio(item)
-            samples = self.generator.generate(
-                item.timeline, random.Random(f"{self.seed}/{item_id}")
-            )
             empty += not samples
             lines += manifest_lines(
                 item,

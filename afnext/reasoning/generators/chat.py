@@ -1,20 +1,26 @@
 """Chat models the LLM-teacher generator can prompt: a local ``transformers`` causal LM, or any
 OpenAI-compatible HTTP endpoint (vLLM, llama.cpp server, TGI, hosted APIs).
+
+A batch of prompts goes through :func:`complete_all`: a client with a ``complete_many`` method
+(:class:`OpenAIChat`: concurrent requests, retries, an on-disk cache) gets the whole batch; any other
+:class:`ChatClient` is asked one prompt at a time. Either way a failed prompt is a per-item
+:class:`~afnext.inference.client.Result` with its error, never the end of the batch.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import urllib.error
-import urllib.request
+import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from afnext.errors import ConfigError, DataError
 
-__all__ = ["ChatClient", "OpenAIChat", "TransformersChat"]
+if TYPE_CHECKING:
+    from afnext.inference.client import OpenAICompatibleClient, Result
+
+__all__ = ["ChatClient", "ChatRequest", "OpenAIChat", "TransformersChat", "complete_all"]
 
 Message = dict[str, str]  # {"role": "system" | "user" | "assistant", "content": str}
 
@@ -35,6 +41,45 @@ class ChatClient(Protocol):
             seed: Seed for sampling, so a build is repeatable where the backend allows.
         """
         ...
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    """One prompt of a batch, with the arguments of :meth:`ChatClient.complete`."""
+
+    messages: list[Message]
+    max_new_tokens: int
+    temperature: float
+    seed: int
+
+
+def complete_all(client: ChatClient, requests: Sequence[ChatRequest]) -> list[Result]:
+    """Replies to a batch, one :class:`~afnext.inference.client.Result` per request, in order.
+
+    A client with ``complete_many`` (:class:`OpenAIChat`) gets the batch at once (it sends it
+    concurrently); any other client is asked one request at a time. A :class:`~afnext.errors.DataError`
+    from one request is that request's result; a :class:`~afnext.errors.ConfigError` (a missing key or
+    model folder) still ends the batch, since no request could succeed.
+    """
+    from afnext.inference.client import Result
+
+    many = getattr(client, "complete_many", None)
+    if callable(many):
+        return many(requests)
+    results = []
+    for request in requests:
+        try:
+            text = client.complete(
+                request.messages,
+                max_new_tokens=request.max_new_tokens,
+                temperature=request.temperature,
+                seed=request.seed,
+            )
+        except DataError as error:
+            results.append(Result(error=error, reason=type(error).__name__, attempts=1))
+        else:
+            results.append(Result(text=text, attempts=1))
+    return results
 
 
 @dataclass
@@ -122,7 +167,8 @@ class TransformersChat:
 
 @dataclass
 class OpenAIChat:
-    """An OpenAI-compatible chat-completions endpoint.
+    """An OpenAI-compatible chat-completions endpoint, through the shared
+    :class:`~afnext.inference.client.OpenAICompatibleClient` (built on first use).
 
     Args:
         url: Base URL (``http://127.0.0.1:8000/v1``) or the full ``.../chat/completions`` URL.
@@ -130,54 +176,74 @@ class OpenAIChat:
         api_key_env: Environment variable holding the API key (sent as a Bearer token); ``None`` for
             servers without keys. The key itself never goes into a config file.
         timeout: Seconds to wait for one reply.
+        concurrency: Most requests in flight at once.
+        max_retries: Further attempts after a connection error, a timeout, HTTP 429 or 5xx.
+        cache_dir: Folder of cached replies keyed by request (model, prompt, seed, ...): a rerun of a
+            build asks only what was not answered yet. ``None``: no cache.
+        backoff: Seconds before the first retry (doubled each retry, with jitter).
+
+    The last four leave the replies unchanged, so they are kept out of ``repr``: the dataset builder
+    records the generator's ``repr`` and refuses to resume a build whose settings changed.
     """
 
     url: str
     model: str
     api_key_env: str | None = "OPENAI_API_KEY"
     timeout: float = 120.0
+    concurrency: int = field(default=8, repr=False)
+    max_retries: int = field(default=5, repr=False)
+    cache_dir: str | None = field(default=None, repr=False)
+    backoff: float = field(default=0.5, repr=False)
+    _client: OpenAICompatibleClient | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
+    _lock: threading.Lock = field(
+        default_factory=threading.Lock, init=False, repr=False, compare=False
+    )
 
-    def _endpoint(self) -> str:
-        base = self.url.rstrip("/")
-        return base if base.endswith("/chat/completions") else f"{base}/chat/completions"
+    def client(self) -> OpenAICompatibleClient:
+        """The HTTP client, built on first use (so a config composes without the key set).
+
+        Raises:
+            ConfigError: ``api_key_env`` names an unset variable, or a setting is out of range.
+        """
+        with self._lock:
+            if self._client is None:
+                from afnext.inference.client import OpenAICompatibleClient
+
+                self._client = OpenAICompatibleClient(
+                    self.url,
+                    self.model,
+                    api_key_env=self.api_key_env,
+                    timeout=self.timeout,
+                    max_retries=self.max_retries,
+                    concurrency=self.concurrency,
+                    cache_dir=self.cache_dir,
+                    backoff=self.backoff,
+                    config_key="generator.client",
+                )
+            return self._client
+
+    @staticmethod
+    def _params(max_new_tokens: int, temperature: float, seed: int) -> dict[str, Any]:
+        return {"max_tokens": max_new_tokens, "temperature": temperature, "seed": seed}
 
     def complete(
         self, messages: list[Message], *, max_new_tokens: int, temperature: float, seed: int
     ) -> str:
-        headers = {"Content-Type": "application/json"}
-        if self.api_key_env:
-            key = os.environ.get(self.api_key_env)
-            if not key:
-                raise ConfigError(
-                    f"generator.client.api_key_env: environment variable {self.api_key_env} is not set; "
-                    "export the key there, or set api_key_env=null for a server without keys"
-                )
-            headers["Authorization"] = f"Bearer {key}"
-        body = {
-            "model": self.model,
-            "messages": messages,
-            "max_tokens": max_new_tokens,
-            "temperature": temperature,
-            "seed": seed,
-        }
-        request = urllib.request.Request(
-            self._endpoint(), data=json.dumps(body).encode(), headers=headers, method="POST"
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as reply:
-                data = json.loads(reply.read().decode())
-        except urllib.error.HTTPError as exc:
-            detail = exc.read().decode(errors="replace")[:300]
-            raise DataError(f"{self._endpoint()}: HTTP {exc.code}: {detail}") from exc
-        except urllib.error.URLError as exc:
-            raise DataError(
-                f"{self._endpoint()}: cannot reach the chat server ({exc.reason}); is it running?"
-            ) from exc
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{self._endpoint()}: the reply is not JSON: {exc}") from exc
-        try:
-            return str(data["choices"][0]["message"]["content"])
-        except (KeyError, IndexError, TypeError) as exc:
-            raise DataError(
-                f"{self._endpoint()}: the reply has no choices[0].message.content: {str(data)[:300]}"
-            ) from exc
+        return self.client().complete(messages, **self._params(max_new_tokens, temperature, seed))
+
+    def complete_many(self, requests: Sequence[ChatRequest]) -> list[Result]:
+        """Send a batch concurrently (at most ``concurrency`` at once); one result per request.
+
+        Raises:
+            ConfigError: As :meth:`client`; failures of single requests are results, not raised.
+        """
+        bodies = [
+            {
+                "messages": r.messages,
+                **self._params(r.max_new_tokens, r.temperature, r.seed),
+            }
+            for r in requests
+        ]
+        return self.client().complete_many(bodies)

@@ -12,10 +12,17 @@ The teacher sees the timeline as TACoT-tagged lines (``<t>0.5-1.2</t> low tone``
 Every reply goes through :func:`~afnext.reasoning.format.validate_response` (with the audio's duration)
 and a grounding check (each cited span must match an event or word of the timeline with IoU at least
 ``min_iou``). Rejected replies are counted with their reasons in :meth:`LLMTeacherGenerator.report`.
+
+The dataset builder hands a whole shard to :meth:`LLMTeacherGenerator.generate_many`, whose requests go
+out as one batch (concurrently through :class:`~afnext.reasoning.generators.chat.OpenAIChat`). A request
+that fails after its retries is logged, counted (``failed``, by reason under ``failures``) and its sample
+skipped; only a batch in which every request failed is an error, so a dead server stops the build before
+the shard is written. With the client's ``cache_dir`` a rerun sends no request already answered.
 """
 
 from __future__ import annotations
 
+import logging
 import random
 import re
 from collections import Counter
@@ -23,15 +30,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from afnext.errors import ConfigError
+from afnext.errors import ConfigError, DataError, UsageError
 from afnext.reasoning.format import THINK_OPEN, parse_response, validate_response
 from afnext.reasoning.generators.base import QASample
-from afnext.reasoning.generators.chat import ChatClient, Message
+from afnext.reasoning.generators.chat import ChatClient, ChatRequest, Message, complete_all
 from afnext.reasoning.generators.template import cite
 from afnext.reasoning.grounding import best_iou, reference_spans
 from afnext.reasoning.timeline import Timeline
 
 __all__ = ["DEFAULT_SYSTEM_PROMPT", "LLMTeacherGenerator", "parse_teacher_reply", "render_timeline"]
+
+log = logging.getLogger(__name__)
 
 DEFAULT_SYSTEM_PROMPT = (
     "You write training data for an audio-language model that reasons about time. You are given the "
@@ -72,8 +81,9 @@ class LLMTeacherGenerator:
     """Samples written by a chat model and kept only when valid and grounded.
 
     Args:
-        client: The chat model (:class:`~afnext.reasoning.generators.chat.TransformersChat` or
-            :class:`~afnext.reasoning.generators.chat.OpenAIChat`).
+        client: The chat model (:class:`~afnext.reasoning.generators.chat.TransformersChat`,
+            :class:`~afnext.reasoning.generators.chat.OpenAIChat`, or any ``ChatClient``; one with a
+            ``complete_many`` method gets each batch at once).
         question_types: Topics to ask for, one drawn per sample (the sample's ``question_type``).
         samples_per_timeline: Replies requested per audio file.
         max_new_tokens: Most tokens per reply.
@@ -91,6 +101,7 @@ class LLMTeacherGenerator:
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
     _counts: Counter = field(default_factory=Counter, init=False, repr=False)
     _reasons: Counter = field(default_factory=Counter, init=False, repr=False)
+    _failures: Counter = field(default_factory=Counter, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if not self.question_types:
@@ -137,27 +148,78 @@ class LLMTeacherGenerator:
         return QASample(question_type, question, parsed), []
 
     def generate(self, timeline: Timeline, rng: random.Random) -> list[QASample]:
-        if timeline.duration is None:
-            raise ConfigError(f"{timeline.source}: the LLM teacher needs the audio's duration")
-        samples = []
-        for _ in range(self.samples_per_timeline):
-            question_type = rng.choice(list(self.question_types))
-            reply = self.client.complete(
-                self.messages(timeline, question_type),
-                max_new_tokens=self.max_new_tokens,
-                temperature=self.temperature,
-                seed=rng.randrange(2**31),
+        """Samples about one audio file (a batch of one; see :meth:`generate_many`)."""
+        return self.generate_many([timeline], [rng])[0]
+
+    def generate_many(
+        self, timelines: Sequence[Timeline], rngs: Sequence[random.Random]
+    ) -> list[list[QASample]]:
+        """Samples about several audio files, their requests sent as one batch.
+
+        Draws from each ``rng`` exactly as :meth:`generate` would, so a build gives the same prompts
+        (and seeds) however it is batched.
+
+        Args:
+            timelines: The files' timelines (``duration`` set).
+            rngs: One generator per timeline (the builder seeds it per file).
+
+        Returns:
+            The samples of each timeline, in order; a failed request leaves its sample out.
+
+        Raises:
+            ConfigError: A timeline has no duration.
+            DataError: Every request of the batch failed (the message gives the first error).
+        """
+        if len(timelines) != len(rngs):
+            raise UsageError(
+                f"generate_many: {len(timelines)} timelines but {len(rngs)} rngs; give one each"
             )
+        plan: list[tuple[int, str]] = []  # (timeline index, question type) per request
+        requests: list[ChatRequest] = []
+        for i, (timeline, rng) in enumerate(zip(timelines, rngs)):
+            if timeline.duration is None:
+                raise ConfigError(f"{timeline.source}: the LLM teacher needs the audio's duration")
+            for _ in range(self.samples_per_timeline):
+                question_type = rng.choice(list(self.question_types))
+                messages = self.messages(timeline, question_type)
+                seed = rng.randrange(2**31)
+                requests.append(ChatRequest(messages, self.max_new_tokens, self.temperature, seed))
+                plan.append((i, question_type))
+        results = complete_all(self.client, requests)
+        samples: list[list[QASample]] = [[] for _ in timelines]
+        for (i, question_type), result in zip(plan, results):
             self._counts["requested"] += 1
-            sample, reasons = self.check(reply, timeline, question_type)
+            self._counts["cached"] += result.cached
+            if result.text is None:
+                self._counts["failed"] += 1
+                self._failures[result.reason or "error"] += 1
+                log.warning(
+                    "%s: teacher request failed, sample skipped: %s",
+                    timelines[i].source,
+                    result.error,
+                )
+                continue
+            sample, reasons = self.check(result.text, timelines[i], question_type)
             if sample is None:
                 self._counts["rejected"] += 1
                 self._reasons.update(reasons)
             else:
                 self._counts["accepted"] += 1
-                samples.append(sample)
+                samples[i].append(sample)
+        if results and all(result.text is None for result in results):
+            raise DataError(
+                f"all {len(results)} teacher requests of this batch failed (first: "
+                f"{results[0].error}); fix the server or client settings and rerun (unfinished "
+                "shards are built again)"
+            )
         return samples
 
     def report(self) -> dict[str, Any]:
-        counts = {key: self._counts[key] for key in ("requested", "accepted", "rejected")}
-        return {"llm_teacher": {**counts, "reasons": dict(sorted(self._reasons.items()))}}
+        keys = ("requested", "accepted", "rejected", "failed", "cached")
+        return {
+            "llm_teacher": {
+                **{key: self._counts[key] for key in keys},
+                "reasons": dict(sorted(self._reasons.items())),
+                "failures": dict(sorted(self._failures.items())),
+            }
+        }

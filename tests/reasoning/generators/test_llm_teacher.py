@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 import random
-import threading
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+import re
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -17,6 +17,7 @@ from afnext.reasoning.generators.chat import OpenAIChat, TransformersChat
 from afnext.reasoning.generators.llm_teacher import LLMTeacherGenerator, render_timeline
 from afnext.reasoning.sources import SyntheticSource
 from afnext.reasoning.timeline import Event, Timeline
+from tests.inference.fake_openai import FakeOpenAI, Reply
 
 TIMELINE = Timeline(
     (
@@ -40,65 +41,22 @@ INVALID = {
 }
 
 
-class _Server:
-    """An OpenAI chat-completions server on 127.0.0.1 that replies from a queue and records requests."""
-
-    def __init__(self, replies: list[str], status: int = 200) -> None:
-        self.replies, self.status, self.requests = list(replies), status, []
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                outer.requests.append(
-                    {"path": self.path, "auth": self.headers.get("Authorization"), "body": body}
-                )
-                if outer.status != 200:
-                    payload = json.dumps({"error": {"message": "overloaded"}}).encode()
-                else:
-                    content = outer.replies.pop(0)
-                    choice = {
-                        "index": 0,
-                        "message": {"role": "assistant", "content": content},
-                        "finish_reason": "stop",
-                    }
-                    payload = json.dumps(
-                        {"id": "x", "object": "chat.completion", "choices": [choice]}
-                    ).encode()
-                self.send_response(outer.status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-            def log_message(self, *args: object) -> None:  # keep test output quiet
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+def _queue(replies: list[str]) -> Callable[[dict], str]:
+    """A fake-server responder answering from a queue, in arrival order."""
+    replies = list(replies)
+    return lambda body: replies.pop(0)
 
 
-@pytest.fixture
-def server(request: pytest.FixtureRequest) -> Iterator[_Server]:
-    srv = _Server(*request.param)
-    yield srv
-    srv.close()
-
-
-@pytest.mark.parametrize("server", [([VALID, *INVALID.values(), VALID],)], indirect=True)
 def test_http_teacher_keeps_valid_chains_and_counts_rejections(
-    server: _Server, monkeypatch: pytest.MonkeyPatch
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("TEST_TEACHER_KEY", "sk-test")
-    client = OpenAIChat(url=server.url, model="teacher", api_key_env="TEST_TEACHER_KEY")
-    generator = LLMTeacherGenerator(client, samples_per_timeline=len(INVALID) + 2, temperature=0.0)
-    samples = generator.generate(TIMELINE, random.Random(0))
+    with FakeOpenAI(_queue([VALID, *INVALID.values(), VALID])) as server:
+        client = OpenAIChat(url=server.url, model="teacher", api_key_env="TEST_TEACHER_KEY")
+        generator = LLMTeacherGenerator(
+            client, samples_per_timeline=len(INVALID) + 2, temperature=0.0
+        )
+        samples = generator.generate(TIMELINE, random.Random(0))
     assert len(samples) == 2
     assert samples[0].question == "Which comes first, the low tone or the melody?"
     assert samples[0].answer == "The low tone."
@@ -108,6 +66,7 @@ def test_http_teacher_keeps_valid_chains_and_counts_rejections(
     ]
     report = generator.report()["llm_teacher"]
     assert (report["requested"], report["accepted"], report["rejected"]) == (7, 2, 5)
+    assert (report["failed"], report["failures"]) == (0, {})
     assert report["reasons"] == {reason: 1 for reason in INVALID}
     request = server.requests[0]
     assert request["path"] == "/v1/chat/completions"
@@ -117,13 +76,18 @@ def test_http_teacher_keeps_valid_chains_and_counts_rejections(
     assert "<t>5-6</t> Anna: open the door" in render_timeline(TIMELINE)
 
 
-@pytest.mark.parametrize("server", [([], 503)], indirect=True)
-def test_http_errors_are_clear(server: _Server, monkeypatch: pytest.MonkeyPatch) -> None:
-    client = OpenAIChat(url=server.url + "/chat/completions", model="m", api_key_env=None)
-    with pytest.raises(DataError, match=r"chat/completions: HTTP 503: .*overloaded"):
-        client.complete(
-            [{"role": "user", "content": "hi"}], max_new_tokens=5, temperature=0, seed=0
-        )
+def test_http_errors_are_clear(monkeypatch: pytest.MonkeyPatch) -> None:
+    overloaded = Reply(status=503, raw=json.dumps({"error": {"message": "overloaded"}}))
+    with FakeOpenAI(lambda body: overloaded) as server:
+        url = server.url + "/chat/completions"
+        client = OpenAIChat(url=url, model="m", api_key_env=None, max_retries=1, backoff=0.01)
+        with pytest.raises(
+            DataError, match=r"chat/completions: HTTP 503: .*overloaded.*2 attempts"
+        ):
+            client.complete(
+                [{"role": "user", "content": "hi"}], max_new_tokens=5, temperature=0, seed=0
+            )
+        assert server.calls == 2  # 503 is retried now (max_retries=1)
     monkeypatch.delenv("NO_SUCH_KEY_VAR", raising=False)
     keyed = OpenAIChat(url=server.url, model="m", api_key_env="NO_SUCH_KEY_VAR")
     with pytest.raises(ConfigError, match="environment variable NO_SUCH_KEY_VAR is not set"):
@@ -131,27 +95,32 @@ def test_http_errors_are_clear(server: _Server, monkeypatch: pytest.MonkeyPatch)
 
 
 def test_unreachable_server() -> None:
-    client = OpenAIChat(url="http://127.0.0.1:9/v1", model="m", api_key_env=None, timeout=5)
+    client = OpenAIChat(
+        url="http://127.0.0.1:9/v1", model="m", api_key_env=None, timeout=5, max_retries=0
+    )
     with pytest.raises(DataError, match="cannot reach the chat server"):
         client.complete(
             [{"role": "user", "content": "hi"}], max_new_tokens=5, temperature=0, seed=0
         )
 
 
-@pytest.mark.parametrize("server", [([],)], indirect=True)
-def test_teacher_in_a_build_reports_rejections(server: _Server, tmp_path: Path) -> None:
+def test_teacher_in_a_build_reports_rejections(tmp_path: Path) -> None:
     # The server answers every scene with a chain citing spans no synthetic scene has: all rejected.
-    server.replies = ["Question: Is it?\n<think>\nA dog at <t>0.001-0.002</t>.\n</think>\nyes"] * 4
-    generator = LLMTeacherGenerator(OpenAIChat(url=server.url, model="m", api_key_env=None))
-    source = SyntheticSource(num_scenes=4, seed=1, speech="off", max_duration=5)
-    report = build_dataset(generator, source, str(tmp_path / "out"), seed=1)
+    reply = "Question: Is it?\n<think>\nA dog at <t>0.001-0.002</t>.\n</think>\nyes"
+    with FakeOpenAI(lambda body: reply) as server:
+        generator = LLMTeacherGenerator(OpenAIChat(url=server.url, model="m", api_key_env=None))
+        source = SyntheticSource(num_scenes=4, seed=1, speech="off", max_duration=5)
+        report = build_dataset(generator, source, str(tmp_path / "out"), seed=1)
     assert report.merged and sum(report.samples.values()) == 0
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["generator"]["llm_teacher"] == {
         "requested": 4,
         "accepted": 0,
         "rejected": 4,
+        "failed": 0,
+        "cached": 0,
         "reasons": {"ungrounded_span": 4},
+        "failures": {},
     }
     assert summary["items_without_samples"] == 4
 
@@ -261,3 +230,90 @@ def test_missing_model_folder_is_a_config_error(tmp_path: Path) -> None:
     client = TransformersChat(str(tmp_path / "nowhere"))
     with pytest.raises(ConfigError, match="is not a folder"):
         client.complete([{"role": "user", "content": "x"}], max_new_tokens=2, temperature=0, seed=0)
+
+
+_CITED = re.compile(r"^(<t>([0-9.]+)-([0-9.]+)</t>) (.+)$", re.MULTILINE)
+
+
+def _grounded(body: dict) -> str | Reply:
+    """A teacher that asks about the first event of the prompt's timeline: valid and grounded."""
+    tag, start, _, label = _CITED.search(body["messages"][1]["content"]).groups()  # type: ignore[union-attr]
+    return f"Question: When is the {label}?\n<think>\nThe {label} plays at {tag}.\n</think>\nAt {start} s."
+
+
+def _split_lines(out: Path) -> list[str]:
+    return sorted(
+        line for split in ("train", "val", "test") for line in (out / f"{split}.jsonl").open()
+    )
+
+
+def test_build_sends_requests_concurrently(tmp_path: Path) -> None:
+    """200 files against a server answering in 200 ms: about 2.5 s at concurrency 16 (40 s one by one)."""
+    source = SyntheticSource(num_scenes=200, seed=2, speech="off", max_duration=5)
+    with FakeOpenAI(_grounded, latency=0.2) as server:
+        client = OpenAIChat(url=server.url, model="m", api_key_env=None, concurrency=16)
+        generator = LLMTeacherGenerator(client, temperature=0.0)
+        started = time.monotonic()
+        report = build_dataset(generator, source, str(tmp_path / "out"), seed=2)
+        elapsed = time.monotonic() - started
+    assert elapsed < 15, f"200 items took {elapsed:.1f} s"
+    assert server.calls == 200 and server.max_in_flight == 16
+    assert sum(report.samples.values()) == 200
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["generator"]["llm_teacher"]["accepted"] == 200
+
+
+def test_failed_item_is_counted_the_rest_written_and_a_rerun_resumes(tmp_path: Path) -> None:
+    source = SyntheticSource(num_scenes=12, seed=3, speech="off", max_duration=5)
+    doomed_id = source.ids()[5]
+    doomed = render_timeline(source.load(doomed_id).timeline)
+
+    def respond(body: dict) -> str | Reply:
+        if doomed in body["messages"][1]["content"]:
+            return Reply(status=500, raw='{"error": "this one always fails"}')
+        return _grounded(body)
+
+    def build() -> dict:
+        client = OpenAIChat(
+            url=server.url,
+            model="m",
+            api_key_env=None,
+            max_retries=2,
+            backoff=0.01,
+            cache_dir=str(tmp_path / "cache"),
+        )
+        build_dataset(LLMTeacherGenerator(client), source, str(out), seed=3)
+        return json.loads((out / "summary.json").read_text())
+
+    out = tmp_path / "out"
+    with FakeOpenAI(respond) as server:
+        summary = build()
+        teacher = summary["generator"]["llm_teacher"]
+        assert (teacher["requested"], teacher["accepted"], teacher["failed"]) == (12, 11, 1)
+        assert teacher["failures"] == {"http_500": 1}
+        assert summary["items_without_samples"] == 1
+        first = _split_lines(out)
+        assert len(first) == 11 and not any(doomed_id in line for line in first)
+        assert server.calls == 11 + 3  # the doomed item: 1 try + 2 retries
+        # A build killed after its requests, before the shard was written: the rerun sends only the
+        # request that never got an answer; the others come from the cache.
+        for path in [*(out / "shards").iterdir(), out / "summary.json"]:
+            path.unlink()
+        teacher = build()["generator"]["llm_teacher"]
+        assert server.calls == 14 + 3
+        assert (teacher["cached"], teacher["accepted"], teacher["failed"]) == (11, 11, 1)
+        assert _split_lines(out) == first
+
+
+def test_a_batch_where_every_request_fails_stops_the_build(tmp_path: Path) -> None:
+    source = SyntheticSource(num_scenes=4, seed=1, speech="off", max_duration=5)
+    with FakeOpenAI(_grounded, fail_first=10**6) as server:
+        client = OpenAIChat(url=server.url, model="m", api_key_env=None, max_retries=0)
+        with pytest.raises(
+            DataError, match=r"all 4 teacher requests of this batch failed.*HTTP 500"
+        ):
+            build_dataset(LLMTeacherGenerator(client), source, str(tmp_path / "out"), seed=1)
+        assert not list((tmp_path / "out" / "shards").glob("*.jsonl"))  # nothing half-done kept
+        server.fail_first = 0  # the server is back: the rerun builds the shard
+        report = build_dataset(LLMTeacherGenerator(client), source, str(tmp_path / "out"), seed=1)
+    assert report.shards_built == [0] and sum(report.samples.values()) == 4
