@@ -49,14 +49,14 @@ def test_option_composes_and_builds(group, option, tiny_checkpoints):
     assert counts["encoder"]["total"] > 0 and counts["llm"]["total"] > 0
 
 
-@pytest.mark.parametrize("recipe", ["preset=afnext", "experiment=af3"])
+@pytest.mark.parametrize("recipe", ["preset=afnext", "experiment=af3", "experiment=afnext_instruct"])
 def test_full_size_recipes_take_a_pretrained_llm(recipe):
     """The recipes' own LLM sizes live in their llm option, so swapping in released weights leaves the LLM
     with a path and no config (HFCausalLM takes exactly one)."""
     llm = compose_config("train", [recipe, "llm=qwen2_5_7b_pretrained", "llm.path=/ckpt/q"]).llm
     assert llm.path == "/ckpt/q" and "config" not in llm
     sized = compose_config("train", [recipe]).llm
-    assert sized.config.vocab_size == (151672 if recipe == "preset=afnext" else 152064)
+    assert sized.config.vocab_size == (152064 if recipe == "experiment=af3" else 151672)
 
 
 def test_afnext_preset_parameter_count_equals_transformers_reference():
