@@ -96,7 +96,9 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--bf16", action="store_true", help="bfloat16 weights (GPU figure)")
     parser.add_argument("--impls", default="fused,naive")
-    parser.add_argument("--tokenizer", default=None, help="tokenizer folder (default: afnext's tiny one)")
+    parser.add_argument(
+        "--tokenizer", default=None, help="tokenizer folder (default: afnext's tiny one)"
+    )
     parser.add_argument(
         "--memory-limit-gib",
         type=float,
@@ -114,9 +116,14 @@ def main() -> None:
         run = subprocess.run(command, capture_output=True, text=True, env=os.environ)
         if run.returncode != 0:
             text = run.stderr.lower()
-            killed = run.returncode in (-9, 137) or "out of memory" in text or "can't allocate" in text
+            killed = (
+                run.returncode in (-9, 137) or "out of memory" in text or "can't allocate" in text
+            )
             cap = f" (over the {args.memory_limit_gib:g} GiB cap)" if args.memory_limit_gib else ""
-            results[impl] = {"impl": impl, "error": f"out of memory{cap}" if killed else run.stderr[-800:]}
+            results[impl] = {
+                "impl": impl,
+                "error": f"out of memory{cap}" if killed else run.stderr[-800:],
+            }
         else:
             results[impl] = json.loads(run.stdout.strip().splitlines()[-1])
     print(

@@ -26,7 +26,9 @@ def synthetic_audio(seconds: float, sr: int = 16000, seed: int = 0) -> np.ndarra
     rng = np.random.default_rng(seed)
     t = np.arange(int(seconds * sr)) / sr
     phase = 2 * math.pi * np.cumsum(150 + 50 * np.sin(2 * math.pi * 0.1 * t)) / sr
-    wave = sum(np.sin(k * phase) / k for k in range(1, 5)) * 0.2 + 0.02 * rng.standard_normal(t.shape)
+    wave = sum(np.sin(k * phase) / k for k in range(1, 5)) * 0.2 + 0.02 * rng.standard_normal(
+        t.shape
+    )
     return wave.astype(np.float32)
 
 
@@ -63,7 +65,9 @@ def main() -> None:
     torch.manual_seed(0)
     model = instantiate(cfg.model, _convert_="all")
     model.set_trainable(("encoder", "connector", "llm"))
-    model.llm.base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.llm.base.gradient_checkpointing_enable(
+        gradient_checkpointing_kwargs={"use_reentrant": False}
+    )
     tower = getattr(model.encoder, "tower", None)
     if tower is not None and getattr(tower, "supports_gradient_checkpointing", False):
         tower.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -103,7 +107,9 @@ def main() -> None:
         print(f"step {step}: loss {float(out.loss.detach()):.4f}  {elapsed:.2f} s", flush=True)
     median = sorted(times)[len(times) // 2]
     peak = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else float("nan")
-    print(f"peak memory {peak:.2f} GiB; median step {median:.2f} s; {tokens / median:,.0f} tokens/s")
+    print(
+        f"peak memory {peak:.2f} GiB; median step {median:.2f} s; {tokens / median:,.0f} tokens/s"
+    )
 
 
 if __name__ == "__main__":

@@ -49,7 +49,9 @@ def test_option_composes_and_builds(group, option, tiny_checkpoints):
     assert counts["encoder"]["total"] > 0 and counts["llm"]["total"] > 0
 
 
-@pytest.mark.parametrize("recipe", ["preset=afnext", "experiment=af3", "experiment=afnext_instruct"])
+@pytest.mark.parametrize(
+    "recipe", ["preset=afnext", "experiment=af3", "experiment=afnext_instruct"]
+)
 def test_full_size_recipes_take_a_pretrained_llm(recipe):
     """The recipes' own LLM sizes live in their llm option, so swapping in released weights leaves the LLM
     with a path and no config (HFCausalLM takes exactly one)."""
