@@ -52,13 +52,20 @@ def compose_config(
         ConfigError: The overrides do not compose; the message is Hydra's, which names the key.
     """
     from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
     from hydra.errors import HydraException
+    from hydra.initialize import get_gh_backup, restore_gh_from_backup
     from omegaconf.errors import OmegaConfBaseException
 
     extra = [f"file://{d}" for d in _search_dirs(subdir)]
     all_overrides = list(overrides)
     if extra:
         all_overrides.append("hydra.searchpath=[" + ",".join(extra) + "]")
+    # Inside a running Hydra application (``afnext train`` building its data on first use) Hydra is already
+    # initialised: compose beside it and put the application's state back afterwards.
+    outer = get_gh_backup() if GlobalHydra.instance().is_initialized() else None
+    if outer is not None:
+        GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(afnext_conf_dir()), version_base="1.3"):
             return compose(config_name=config_name, overrides=all_overrides)
@@ -66,6 +73,9 @@ def compose_config(
         raise ConfigError(
             f"could not compose config {config_name!r} with {list(overrides)}: {exc}"
         ) from exc
+    finally:
+        if outer is not None:
+            restore_gh_from_backup(outer)
 
 
 def config_groups(subdir: str | None = None) -> dict[str, list[str]]:

@@ -339,3 +339,32 @@ def test_demo_end_to_end_on_a_few_scenes(tmp_path, capsys, monkeypatch):
     assert {Path(row[1]._path).name for row in data} <= {
         p.name for p in (tmp_path / "data" / "tiny_scenes" / "audio").iterdir()
     }
+
+
+@pytest.mark.slow
+def test_experiment_tiny_builds_its_data_on_first_use(tmp_path):
+    """`afnext train experiment=tiny` on a fresh checkout (no data yet): the Hydra app builds the experiment's
+    synthetic scenes (a second composition inside the running one) and trains on them."""
+    from afnext.cli import main
+
+    build = [
+        "generator=template", "source=synthetic", "source.num_scenes=8", "source.min_duration=4.0",
+        "source.max_duration=5.0", "source.min_events=2", "source.max_events=2", "source.speech=off",
+        "generator.question_types=[after]", "generator.choices=0", "mode=instruct", "seed=0",
+    ]  # fmt: skip
+    overrides = [
+        "experiment=tiny",
+        f"paths.root_dir={tmp_path}",
+        "run_name=first",
+        "demo.build=[" + ",".join(f'"{b}"' for b in build) + "]",
+        "logger=csv",
+        "trainer.max_steps=2",
+        "trainer.val_check_interval=2",
+        "trainer.limit_val_batches=1",
+        "data.batch_size=4",
+        "data.num_workers=0",
+    ]
+    assert not (tmp_path / "data").exists()
+    assert main(["train", *overrides]) == 0
+    assert (tmp_path / "data" / "tiny_scenes" / "train.jsonl").is_file()
+    assert json.loads((tmp_path / "runs" / "first" / "stages" / "0_train" / "DONE").read_text())["steps"] == 2
