@@ -306,5 +306,5 @@ def validate(cfg: DictConfig, checkpoint: str | Path) -> dict[str, float]:
     stage = _stages(cfg)[-1]
     model = AudioLanguageModel.from_pretrained(resolve_checkpoint(checkpoint))
     module, datamodule, trainer = build_stage(cfg, stage, run_dir / "validate", model)
-    results = trainer.validate(module, datamodule=datamodule)
+    results = trainer.validate(module, datamodule=datamodule, verbose=False)
     return {k: float(v) for k, v in (results[0] if results else {}).items()}

@@ -20,6 +20,7 @@ from afnext.cli import compose_config
 from tests.training.test_runs import ENV, _overrides, _weights
 
 FSDP = ["trainer=fsdp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.precision=32"]
+CHECKPOINTING = ["optim.module.activation_checkpointing=true"]
 
 
 def _launch(overrides: list[str], log: Path) -> subprocess.Popen:
@@ -53,14 +54,15 @@ def _losses(run: Path) -> list[float]:
 @pytest.mark.slow
 @pytest.mark.timeout(1800)
 def test_fsdp2_on_two_processes_gives_the_losses_of_one_process(tmp_path):
-    """Same global batch: 2 ranks x batches of 2 against 1 process accumulating 2 batches of 2."""
+    """Same global batch: 2 ranks x batches of 2 against 1 process accumulating 2 batches of 2 (the sharded run
+    recomputes its activations per layer)."""
     from afnext.model import AudioLanguageModel
     from afnext.training.run import train
 
     steps = ["trainer.max_steps=5", "trainer.val_check_interval=5", "data.batch_size=2"]
     sharded = tmp_path / "runs" / "sharded"
     log = tmp_path / "sharded.log"
-    text = _finish(_launch(_overrides(tmp_path, sharded, *steps, *FSDP), log), log)
+    text = _finish(_launch(_overrides(tmp_path, sharded, *steps, *FSDP, *CHECKPOINTING), log), log)
     assert "GLOBAL_RANK: 1, MEMBER: 2/2" in text, text[-4000:]
 
     single = tmp_path / "runs" / "single"

@@ -367,4 +367,68 @@ def test_experiment_tiny_builds_its_data_on_first_use(tmp_path):
     assert not (tmp_path / "data").exists()
     assert main(["train", *overrides]) == 0
     assert (tmp_path / "data" / "tiny_scenes" / "train.jsonl").is_file()
-    assert json.loads((tmp_path / "runs" / "first" / "stages" / "0_train" / "DONE").read_text())["steps"] == 2
+    assert (
+        json.loads((tmp_path / "runs" / "first" / "stages" / "0_train" / "DONE").read_text())[
+            "steps"
+        ]
+        == 2
+    )
+
+
+def test_init_from_applies_the_composed_attention_lora_and_loss(tmp_path):
+    """Weights from a saved model, settings from the config: attention back ends, loss, LoRA adapters."""
+    from afnext.training.run import build_model
+
+    base = compose_config("train", ["experiment=tiny"])
+    torch.manual_seed(0)
+    build_model(base).save_pretrained(tmp_path / "model")
+    cfg = compose_config(
+        "train",
+        [
+            "experiment=tiny",
+            "llm.attn_implementation=eager",
+            "encoder.attn_implementation=eager",
+            "model.loss_impl=naive",
+            "llm.lora={r: 4, lora_alpha: 8, target_modules: [q_proj, v_proj]}",
+        ],
+    )
+    model = build_model(cfg, init_from=tmp_path / "model")
+    assert model.llm.active_attn_implementation == "eager"
+    assert model.encoder.tower.config._attn_implementation == "eager"
+    assert model.loss_impl == "naive" and model.llm.has_lora
+    assert any("lora_A" in n for n, _ in model.llm.named_parameters())
+
+
+def test_a_resumed_stage_keeps_its_wandb_run_id(tmp_path):
+    from afnext.training.loggers import stage_run_id, wandb_logger
+
+    first = stage_run_id(tmp_path)
+    assert (
+        first == stage_run_id(tmp_path) and (tmp_path / "wandb_run_id").read_text().strip() == first
+    )
+    logger = wandb_logger(str(tmp_path), offline=True)
+    assert logger._wandb_init["id"] == first and logger._wandb_init["resume"] == "allow"
+
+
+@pytest.mark.slow
+def test_validate_prints_loss_and_accuracy_per_duration_bucket(tmp_path, capsys):
+    """`afnext validate`: a table by duration bucket on stderr, the metrics (with the buckets) as JSON."""
+    from afnext.cli import main
+    from afnext.training.run import train
+
+    run = tmp_path / "runs" / "v"
+    overrides = _overrides(tmp_path, run, "trainer.max_steps=1", "trainer.val_check_interval=1")
+    train(compose_config("train", overrides))
+    capsys.readouterr()
+    extra = ["optim.module.generate_batches=1", "optim.module.duration_buckets=[0.5,30]"]
+    assert main(["validate", "--checkpoint", str(run), *overrides, *extra]) == 0
+    out = capsys.readouterr()
+    metrics = json.loads(out.out)
+    assert {
+        "val/loss",
+        "val/accuracy",
+        "val/loss/0.5-30s",
+        "val/accuracy/0.5-30s",
+    } <= metrics.keys()
+    assert metrics["val/samples/0.5-30s"] == 4  # the 4 one-second validation clips
+    assert "0.5-30s" in out.err and "validation by audio duration" in out.err
