@@ -11,91 +11,12 @@ import json
 import os
 import sys
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
+from afnext.config import build_on_meta, compose_config, config_groups, expand_sweeps
 from afnext.errors import AfnextError, ConfigError
-from afnext.plugins import afnext_conf_dir, discover_plugins
 
-__all__ = ["COMMANDS", "compose_config", "config_groups", "main"]
-
-
-def _search_dirs(subdir: str | None) -> list[Path]:
-    """Config folders after the primary one: afnext's ``conf/<subdir>`` then each plugin's."""
-    dirs: list[Path] = []
-    if subdir:
-        dirs.append(afnext_conf_dir() / subdir)
-    for plugin in discover_plugins():
-        if plugin.conf_dir is None:
-            continue
-        dirs.append(plugin.conf_dir)
-        if subdir and (plugin.conf_dir / subdir).is_dir():
-            dirs.append(plugin.conf_dir / subdir)
-    return dirs
-
-
-def compose_config(
-    config_name: str, overrides: Sequence[str] = (), *, subdir: str | None = None
-) -> Any:
-    """Compose ``conf/<config_name>.yaml`` with overrides, afnext's and the plugins' config folders searched.
-
-    Args:
-        config_name: Primary config in afnext's ``conf/``.
-        overrides: Hydra overrides (``encoder=whisper_large_v3``, ``trainer.max_steps=10``, ...).
-        subdir: A sub-folder of ``conf/`` (and of each plugin's ``conf/``) whose groups are also top-level
-            groups for this command (``reasoning`` for ``afnext data build``, so ``generator=template``).
-
-    Returns:
-        The composed ``DictConfig``.
-
-    Raises:
-        ConfigError: The overrides do not compose; the message is Hydra's, which names the key.
-    """
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.errors import HydraException
-    from hydra.initialize import get_gh_backup, restore_gh_from_backup
-    from omegaconf.errors import OmegaConfBaseException
-
-    extra = [f"file://{d}" for d in _search_dirs(subdir)]
-    all_overrides = list(overrides)
-    if extra:
-        all_overrides.append("hydra.searchpath=[" + ",".join(extra) + "]")
-    # Inside a running Hydra application (``afnext train`` building its data on first use) Hydra is already
-    # initialised: compose beside it and put the application's state back afterwards.
-    outer = get_gh_backup() if GlobalHydra.instance().is_initialized() else None
-    if outer is not None:
-        GlobalHydra.instance().clear()
-    try:
-        with initialize_config_dir(config_dir=str(afnext_conf_dir()), version_base="1.3"):
-            return compose(config_name=config_name, overrides=all_overrides)
-    except (HydraException, OmegaConfBaseException) as exc:
-        raise ConfigError(
-            f"could not compose config {config_name!r} with {list(overrides)}: {exc}"
-        ) from exc
-    finally:
-        if outer is not None:
-            restore_gh_from_backup(outer)
-
-
-def config_groups(subdir: str | None = None) -> dict[str, list[str]]:
-    """Config groups and their options, afnext's and the plugins'.
-
-    Args:
-        subdir: Also list the groups under this sub-folder (see :func:`compose_config`).
-
-    Returns:
-        ``{group: sorted option names}``; nested groups are named with ``/``.
-    """
-    roots = [afnext_conf_dir(), *_search_dirs(subdir)]
-    groups: dict[str, set[str]] = {}
-    for root in roots:
-        for yaml_file in root.rglob("*.yaml"):
-            rel = yaml_file.relative_to(root)
-            if len(rel.parts) < 2:
-                continue
-            groups.setdefault("/".join(rel.parts[:-1]), set()).add(yaml_file.stem)
-    return {group: sorted(options) for group, options in sorted(groups.items())}
+__all__ = ["COMMANDS", "main"]
 
 
 def _print_config(cfg: Any) -> None:
@@ -139,26 +60,17 @@ def _cmd_config(argv: list[str]) -> int:
     return 0
 
 
-def build_on_meta(cfg: Any) -> Any:
-    """Instantiate ``cfg.model`` with every parameter on the ``meta`` device (no memory, no init)."""
-    import torch
-    from hydra.utils import instantiate
-
-    with torch.device("meta"):
-        return instantiate(cfg.model, _convert_="all")
-
-
 def _cmd_info(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="afnext info",
         description="Compose a model config, build it on the meta device and print parameter counts "
         "per part (encoder, time embedding, connector, LLM, LoRA), trainable and total. "
-        "Example: afnext info preset=afnext",
+        "Takes the same overrides as afnext train. Example: afnext info experiment=afnext_instruct",
     )
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides")
     args = parser.parse_args(argv)
-    cfg = compose_config("info", args.overrides)
+    cfg = compose_config("train", args.overrides)
     model = build_on_meta(cfg)
     counts = model.parameter_counts()
     classes = {
@@ -188,56 +100,71 @@ def _cmd_info(argv: list[str]) -> int:
     return 0
 
 
-RELAUNCH_ENV = "AFNEXT_RELAUNCH_COMMAND"
-"""Set while a Hydra command runs. Lightning's DDP launcher starts each extra rank by re-running the script
-(``afnext`` or ``python -m afnext.cli``) with the overrides only; this names the command they belong to."""
-
-
-def _hydra_app(config_name: str, argv: list[str], task: Callable[[Any], Any]) -> int:
-    """Run ``task(cfg)`` as a real Hydra application: run folders, ``-m`` multirun sweeps, ``--cfg``,
-    ``--help``, with afnext's and the plugins' config folders on the search path."""
-    import hydra
-
-    args = list(argv)
-    extra = [f"file://{d}" for d in _search_dirs(None)]
-    if extra and not any(a.startswith("hydra.searchpath") for a in args):
-        args.append("hydra.searchpath=[" + ",".join(extra) + "]")
-    if not any(a.startswith("hydra.job.name") for a in args):
-        args.append(f"hydra.job.name={config_name}")
-    saved, saved_env = sys.argv, os.environ.get(RELAUNCH_ENV)
-    sys.argv = [saved[0] if saved else "afnext", *args]  # Hydra parses the overrides from sys.argv
-    os.environ[RELAUNCH_ENV] = config_name
-
-    @hydra.main(config_path=str(afnext_conf_dir()), config_name=config_name, version_base="1.3")
-    def _app(cfg: Any) -> None:
-        task(cfg)
-
-    try:
-        _app()
-    finally:
-        sys.argv = saved
-        if saved_env is None:
-            os.environ.pop(RELAUNCH_ENV, None)
-        else:
-            os.environ[RELAUNCH_ENV] = saved_env
-    return 0
+RUN_NAME_ENV = "AFNEXT_RUN_NAME"
+"""The run name rank 0 resolved (``run_name=${now:...}``): ranks Lightning starts by re-running the command
+read it, so every rank writes to one run folder."""
+JOB_ENV = "AFNEXT_SWEEP_JOB"
+"""The sweep job rank 0 is running: a re-run rank runs that job only."""
 
 
 def _cmd_train(argv: list[str]) -> int:
     if argv and argv[0] in ("-h", "--help"):
         print(
-            "usage: afnext train [group=option ...] [key=value ...] [-m sweep=a,b] [--cfg job]\n\n"
+            "usage: afnext train [group=option ...] [key=value ...] [-m key=a,b ...] [--cfg]\n\n"
             "Train with the composed config (conf/train.yaml). Examples:\n"
             "  afnext train experiment=tiny trainer.max_steps=50\n"
             "  afnext train encoder=whisper_large_v3 connector=mlp llm=qwen2_5_7b curriculum=afnext\n"
             "  afnext train curriculum=afnext +stage=midtrain2 init_from=RUN_DIR\n"
-            "  afnext train experiment=tiny -m optim.lr.default=1e-4,3e-4\n"
-            "Rerun with the same run_name=NAME to resume. Hydra's own help: afnext train --hydra-help\n"
+            "  afnext train experiment=tiny -m optim.lr.default=1e-4,3e-4    # a sweep: one run per value\n"
+            "Rerun with the same run_name=NAME to resume. --cfg prints the composed config and exits.\n"
         )
         return 0
+    multirun = any(a in ("-m", "--multirun") for a in argv)
+    overrides = [a for a in argv if a not in ("-m", "--multirun", "--cfg")]
+    if "--cfg" in argv:
+        _print_config(compose_config("train", overrides))
+        return 0
+    jobs = expand_sweeps(overrides) if multirun else [overrides]
+    child = (
+        os.environ.get("LOCAL_RANK", "0") != "0"
+    )  # a rank Lightning (or torchrun) started beside rank 0
+    saved = {k: os.environ.get(k) for k in (RUN_NAME_ENV, JOB_ENV)}
+    try:
+        if not any(a.startswith("run_name=") for a in overrides):
+            name = (os.environ.get(RUN_NAME_ENV) if child else None) or str(
+                compose_config("train", jobs[0]).run_name
+            )
+            os.environ[RUN_NAME_ENV] = name  # the ranks this one starts inherit it
+            jobs = [[*job, f"run_name={name}"] for job in jobs]
+        only = os.environ.get(JOB_ENV) if child else None
+        for number, job in enumerate(jobs):
+            if only is not None and str(number) != only:
+                continue
+            if multirun:
+                os.environ[JOB_ENV] = str(number)
+                base = compose_config("train", job)
+                job = [*job, f"paths.run_dir={base.paths.runs_dir}/{base.run_name}/{number}"]
+            _train_task(compose_config("train", job))
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    return 0
+
+
+def _compose_build(overrides: list[str]) -> Any:
+    return compose_config("data_build", overrides, subdir="reasoning")
+
+
+def _train_task(cfg: Any) -> Any:
+    """``afnext train``: an experiment with a data recipe (experiment=tiny) builds its data on first use."""
+    from afnext.training.demo import ensure_demo_data
     from afnext.training.run import train
 
-    return _hydra_app("train", argv, train)
+    ensure_demo_data(cfg, _compose_build)
+    return train(cfg)
 
 
 def _cmd_validate(argv: list[str]) -> int:
@@ -316,7 +243,8 @@ def _cmd_demo(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     from afnext.training.demo import run_demo
 
-    result = run_demo(args.overrides)
+    cfg = compose_config("train", ["experiment=tiny", *args.overrides])
+    result = run_demo(cfg, _compose_build)
     print(f"accuracy={result['accuracy']:.3f} chance={result['chance']:.3f}")
     return 0
 
@@ -392,10 +320,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(_usage())
         return 0
     command, rest = args[0], args[1:]
-    relaunched = os.environ.get(RELAUNCH_ENV)
-    if command not in COMMANDS and "=" in command and relaunched in COMMANDS:
-        # A DDP rank that Lightning started with the overrides only.
-        command, rest = relaunched, args
     if command not in COMMANDS:
         print(f"afnext: unknown command {command!r}\n\n{_usage()}", file=sys.stderr)
         return 2

@@ -22,10 +22,13 @@ from torch import nn
 
 from afnext.encoders.base import encoder_output_lengths
 from afnext.errors import ConfigError, InputError
+from afnext.interop.components import COMPONENTS
+from afnext.specs import record_spec, recorded_spec, spec_from_partial
 
 __all__ = ["LOSS_IMPLS", "PARTS", "AudioLanguageModel"]
 
-PARTS = ("encoder", "time_embedding", "connector", "llm", "lora")
+PARTS = (*COMPONENTS, "lora")
+"""What can train: the components, and ``lora`` (the LLM's adapter weights; ``llm`` is then the rest)."""
 LOSS_IMPLS = ("fused", "naive")
 
 
@@ -38,14 +41,39 @@ def _finish(component: Any, optional: dict[str, Any] | None = None, **neighbour_
         return component
     if callable(component):
         extra = {k: v for k, v in (optional or {}).items() if _takes(component, k)}
-        return component(**neighbour_sizes, **extra)
+        built = component(**neighbour_sizes, **extra)
+        spec = spec_from_partial(component, **neighbour_sizes, **extra)
+        if spec is not None and recorded_spec(built) is None:
+            record_spec(built, spec)  # a plugin's partial: what the checkpoint rebuilds it from
+        return built
     raise ConfigError(f"expected a module or a partial, got {type(component).__name__}")
+
+
+def _check_components(encoder: Any, time_embedding: Any, connector: Any, llm: Any) -> None:
+    """Each component has every member of its kind's protocol (the error names what is missing)."""
+    from afnext.connectors.base import Connector, TimeEmbedding
+    from afnext.encoders.base import AudioEncoder
+    from afnext.llms.base import CausalLM
+    from afnext.specs import check_protocol
+
+    check_protocol("encoder", encoder, AudioEncoder, "afnext/encoders/base.py")
+    if time_embedding is not None:
+        check_protocol("time_embedding", time_embedding, TimeEmbedding, "afnext/connectors/base.py")
+    check_protocol("connector", connector, Connector, "afnext/connectors/base.py")
+    check_protocol("llm", llm, CausalLM, "afnext/llms/base.py")
 
 
 def _takes(factory: Callable[..., Any], name: str) -> bool:
     """Whether ``factory`` accepts the keyword ``name`` (explicitly or through ``**kwargs``)."""
-    try:
-        params = inspect.signature(factory).parameters
+    import functools
+
+    from afnext.specs import init_signature
+
+    func = factory.func if isinstance(factory, functools.partial) else factory
+    try:  # a class's own __init__ (afnext's classes have a metaclass whose __call__ takes anything)
+        params = (
+            init_signature(func) if inspect.isclass(func) else inspect.signature(func)
+        ).parameters
     except (TypeError, ValueError):  # no signature to read: do not guess
         return False
     return name in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
@@ -80,6 +108,7 @@ class AudioLanguageModel(nn.Module):
         loss_impl: str = "fused",
     ) -> None:
         super().__init__()
+        _check_components(encoder, time_embedding, connector, llm)
         self.loss_impl = loss_impl
         self.encoder = encoder
         self.time_embedding = time_embedding
@@ -426,17 +455,14 @@ class AudioLanguageModel(nn.Module):
     def idle_audio_term(self) -> torch.Tensor:
         """0 times the audio path's output on one silent window of one second (see ``forward``'s
         ``idle_audio``): a zero that depends on every encoder, time-embedding and connector parameter."""
-        from afnext.encoders.base import encoder_input_kind, input_rate
+        from afnext.encoders.base import encoder_front_end
 
-        kind = encoder_input_kind(self.encoder)
-        rate = input_rate(kind)
-        frames = round(float(getattr(self.encoder, "window_seconds", 30.0)) * rate)
-        channels = 1 if kind == "waveform" else int(getattr(self.encoder, "n_mels", 128))
+        front_end = encoder_front_end(self.encoder)
         param = next(self.encoder.parameters(), None)
         device = param.device if param is not None else torch.device("cpu")
-        features = torch.zeros(1, channels, frames, device=device)
-        mask = torch.zeros(1, frames, dtype=torch.long, device=device)
-        mask[:, : int(rate)] = 1  # one second of real input
+        silence = torch.zeros(int(front_end.sampling_rate))  # one second
+        features, mask = front_end(silence, max_seconds=None)
+        features, mask = features.to(device), mask.to(device)
         slots = int(self.audio_tokens_for_frames(mask.sum(-1)).sum())
         ids = torch.full((1, slots), self.audio_token_id, dtype=torch.long, device=device)
         return self.encode_audio(features, mask, ids).float().sum() * 0.0
@@ -460,7 +486,7 @@ class AudioLanguageModel(nn.Module):
             attention_mask = torch.ones_like(input_ids)
         generate_kwargs.setdefault("eos_token_id", self.llm.stop_token_ids())
         generate_kwargs.setdefault("pad_token_id", self.llm.tokenizer.pad_token_id)
-        return self.llm.model.generate(
+        return self.llm.generate(
             input_ids=input_ids,
             inputs_embeds=embeds,
             attention_mask=attention_mask,
@@ -487,7 +513,7 @@ class AudioLanguageModel(nn.Module):
         from afnext.interop import load_pretrained
 
         loss_impl = kwargs.pop("loss_impl", None)
-        model = load_pretrained(path, **kwargs)
+        model = load_pretrained(path, cls, **kwargs)
         if loss_impl is not None:
             model.loss_impl = loss_impl
         return model

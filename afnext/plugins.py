@@ -26,7 +26,6 @@ __all__ = [
     "Plugin",
     "afnext_conf_dir",
     "discover_plugins",
-    "hydra_searchpath_override",
 ]
 
 ENTRY_POINT_GROUP = "afnext.plugins"
@@ -48,10 +47,11 @@ class Plugin:
 
 
 def afnext_conf_dir() -> Path:
-    """The folder holding afnext's own Hydra configs (installed as package ``afnext.conf``)."""
-    import afnext.conf
+    """The folder holding afnext's own Hydra configs (installed as package ``afnext.conf``: a data lookup, so
+    this lowest layer imports no afnext code)."""
+    from importlib.resources import files
 
-    return Path(afnext.conf.__file__).resolve().parent
+    return Path(str(files("afnext.conf"))).resolve()
 
 
 @lru_cache(maxsize=1)
@@ -84,11 +84,3 @@ def discover_plugins() -> tuple[Plugin, ...]:
                 break
         plugins.append(Plugin(name=ep.name, module=module_name, conf_dir=conf_dir))
     return tuple(plugins)
-
-
-def hydra_searchpath_override() -> list[str]:
-    """Hydra override adding every plugin's ``conf/`` folder to the search path (empty if none)."""
-    dirs = [f"file://{p.conf_dir}" for p in discover_plugins() if p.conf_dir is not None]
-    if not dirs:
-        return []
-    return ["hydra.searchpath=[" + ",".join(dirs) + "]"]

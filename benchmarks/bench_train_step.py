@@ -42,7 +42,7 @@ def main() -> None:
 
     from hydra.utils import instantiate
 
-    from afnext.cli import compose_config
+    from afnext.config import compose_config
     from afnext.data.processor import AudioProcessor
     from afnext.llms.tokenizer import TINY_TOKENIZER_DIR
 

@@ -1,4 +1,5 @@
-"""Every shipped model-core YAML composes and builds: tiny ones for real, full-size ones on ``meta``."""
+"""Every shipped YAML composes and builds: the model groups' options and every experiment found on disk, tiny ones
+for real (with a forward), full-size ones on ``meta``."""
 
 from __future__ import annotations
 
@@ -6,17 +7,10 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from afnext.cli import build_on_meta, compose_config, config_groups
+from afnext.config import build_on_meta, compose_config, config_groups
 
-MODEL_GROUPS = ("encoder", "time_embedding", "connector", "llm", "preset")
-FULL_SIZE = {
-    "whisper_large_v3",
-    "qwen2_5_7b",
-    "qwen2_5_7b_afnext",
-    "qwen2_5_7b_af3",
-    "af3",
-    "afnext",
-}
+MODEL_GROUPS = ("encoder", "time_embedding", "connector", "llm")
+FULL_SIZE = {"whisper_large_v3", "qwen2_5_7b", "qwen2_5_7b_afnext", "qwen2_5_7b_af3"}
 NEEDS_PATH = {"whisper_large_v3_pretrained", "qwen2_5_7b_pretrained"}
 
 
@@ -37,7 +31,7 @@ def test_option_composes_and_builds(group, option, tiny_checkpoints):
     if option in NEEDS_PATH:
         key = "encoder.path" if group == "encoder" else "llm.path"
         overrides.append(f"{key}={tiny_checkpoints[option]}")
-    cfg = compose_config("info", overrides)
+    cfg = compose_config("train", overrides)
     if option in FULL_SIZE:
         model = build_on_meta(cfg)
         assert next(model.parameters()).is_meta
@@ -50,7 +44,7 @@ def test_option_composes_and_builds(group, option, tiny_checkpoints):
 
 
 @pytest.mark.parametrize(
-    "recipe", ["preset=afnext", "experiment=af3", "experiment=afnext_instruct"]
+    "recipe", ["experiment=afnext", "experiment=af3", "experiment=afnext_instruct"]
 )
 def test_full_size_recipes_take_a_pretrained_llm(recipe):
     """The recipes' own LLM sizes live in their llm option, so swapping in released weights leaves the LLM
@@ -72,7 +66,7 @@ def test_afnext_preset_parameter_count_equals_transformers_reference():
         Qwen2Config,
     )
 
-    model = build_on_meta(compose_config("info", ["preset=afnext"]))
+    model = build_on_meta(compose_config("train", ["experiment=afnext"]))
     text = Qwen2Config(
         vocab_size=151672,
         hidden_size=3584,
@@ -96,3 +90,39 @@ def test_afnext_preset_parameter_count_equals_transformers_reference():
     assert counts["time_embedding"]["total"] == 0
     # Whisper's positional table is frozen by construction, as in transformers.
     assert counts["encoder"]["trainable"] == counts["encoder"]["total"] - 1500 * 1280
+
+
+@pytest.mark.parametrize("experiment", config_groups()["experiment"])
+def test_every_experiment_on_disk_builds(experiment):
+    """Each global recipe in conf/experiment/ (the list found on disk, not kept by hand): on ``meta``, and a tiny
+    one also for real, through a forward of one sample with audio."""
+    from afnext.data.processor import AudioProcessor
+    from tests.helpers import tone_mix
+
+    cfg = compose_config("train", [f"experiment={experiment}"])
+    model = build_on_meta(cfg)
+    assert next(model.parameters()).is_meta and model.parameter_counts()["all"]["total"] > 0
+    if "tiny" not in experiment:
+        return
+    torch.manual_seed(0)
+    model = instantiate(cfg.model, _convert_="all")
+    proc = AudioProcessor.from_model(model, padding_side="right")
+    conv = [
+        {"role": "user", "content": "<sound>What?"},
+        {"role": "assistant", "content": "A tone."},
+    ]
+    batch = proc([conv], audio=[[tone_mix(1.5)]], return_labels=True)
+    with torch.no_grad():
+        assert torch.isfinite(model(**batch).loss)
+
+
+def test_the_afnext_instruct_recipe_counts_8_27_billion_parameters(capsys):
+    """The contract command: ``afnext info experiment=afnext_instruct --json``."""
+    import json
+
+    from afnext.cli import main
+
+    assert main(["info", "experiment=afnext_instruct", "--json"]) == 0
+    counts = json.loads(capsys.readouterr().out)
+    assert counts["all"]["total"] == pytest.approx(8.27e9, rel=2e-3)
+    assert counts["llm"]["class"] == "HFCausalLM(Qwen2ForCausalLM)"

@@ -255,7 +255,7 @@ def test_stops_per_row_on_stop_tokens_and_pads(pair, stop):
 
 def test_all_rows_stopped_ends_generation_and_eos_override(pair):
     _, ours, inputs = pair
-    im_end = ours.llm.special_ids["im_end"]
+    im_end = ours.llm.tokenizer.convert_tokens_to_ids("<|im_end|>")
     L = inputs["input_ids"].shape[1]
 
     def force(logits, step):

@@ -169,7 +169,7 @@ def test_mismatched_prompt_and_audio_are_clear_errors(model, batch):
 
 
 def test_generate_stops_on_im_end_and_samples(model, batch):
-    im_end = model.llm.special_ids["im_end"]
+    im_end = model.llm.tokenizer.convert_tokens_to_ids("<|im_end|>")
 
     # Raise the <|im_end|> logit so it always wins: generation must stop after one token.
     def favour_im_end(_module, _inputs, logits):
@@ -215,7 +215,7 @@ def test_afnext_checkpoint_round_trip_with_lora(tmp_path, batch):
 
 
 def test_sharded_checkpoint_and_weight_errors(tmp_path, model, batch):
-    from afnext.interop.safetensors_io import read_state_dict, write_state_dict
+    from afnext.storage import read_state_dict, write_state_dict
 
     model.save_pretrained(tmp_path / "ckpt")
     state = read_state_dict(tmp_path / "ckpt")

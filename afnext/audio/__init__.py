@@ -2,15 +2,14 @@
 
 ``load_audio`` decodes (soundfile), downmixes, resamples (torchaudio) and checks a file;
 ``whisper_features`` turns a waveform into per-window Whisper log-mel features and frame masks,
-equal to what ``WhisperFeatureExtractor`` gives the AF3 processor; ``token_timestamps`` and
-``whisper_token_lengths`` say where encoder tokens sit in time and how many are real.
+equal to what ``WhisperFeatureExtractor`` gives the AF3 processor; :mod:`afnext.audio.frontends` holds the feature
+front ends encoders declare.
 """
 
 from afnext.audio.features import N_FFT, log_mel_spectrogram, whisper_features
 from afnext.audio.io import AudioSource, check_waveform, describe_source, load_audio
 from afnext.audio.mel import mel_filter_bank
 from afnext.audio.resample import resample
-from afnext.audio.timing import token_timestamps, whisper_token_lengths
 from afnext.audio.windows import (
     HOP_LENGTH,
     MAX_SECONDS,
@@ -43,9 +42,7 @@ __all__ = [
     "num_windows",
     "resample",
     "split_windows",
-    "token_timestamps",
     "valid_frames",
     "whisper_features",
-    "whisper_token_lengths",
     "window_samples",
 ]

@@ -12,7 +12,7 @@ from typing import Protocol, runtime_checkable
 
 import torch
 
-__all__ = ["Connector"]
+__all__ = ["Connector", "TimeEmbedding"]
 
 
 @runtime_checkable
@@ -24,6 +24,14 @@ class Connector(Protocol):
 
     def output_lengths(self, lengths: torch.Tensor) -> torch.Tensor: ...
 
-    def __call__(
+    def forward(
         self, hidden: torch.Tensor, mask: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+
+@runtime_checkable
+class TimeEmbedding(Protocol):
+    """What afnext needs of a time embedding: encoder frames and each window's index within its audio in,
+    the same frames with time encoded out (``dim`` and ``frame_rate`` come from the encoder)."""
+
+    def forward(self, hidden: torch.Tensor, window_index: torch.Tensor) -> torch.Tensor: ...

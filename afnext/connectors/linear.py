@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import nn
+
+from afnext.specs import RecordsSpec
 
 __all__ = ["LinearConnector"]
 
 
-class LinearConnector(nn.Module):
+class LinearConnector(nn.Module, metaclass=RecordsSpec):
     """``Linear(in_dim -> out_dim)`` per frame; one token per encoder frame.
 
     Args:
@@ -23,10 +23,6 @@ class LinearConnector(nn.Module):
         super().__init__()
         self.in_dim, self.out_dim = in_dim, out_dim
         self.proj = nn.Linear(in_dim, out_dim, bias=bias)
-
-    def arch_kwargs(self) -> dict[str, Any]:
-        """Constructor arguments that rebuild this architecture."""
-        return {"in_dim": self.in_dim, "out_dim": self.out_dim, "bias": self.proj.bias is not None}
 
     def output_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
         """One token per frame."""

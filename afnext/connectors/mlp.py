@@ -6,15 +6,15 @@ checkpoints map one to one: ``Linear(1280 -> 3584) + GELU + Linear(3584 -> 3584)
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import nn
+
+from afnext.specs import RecordsSpec
 
 __all__ = ["MLPConnector"]
 
 
-class MLPConnector(nn.Module):
+class MLPConnector(nn.Module, metaclass=RecordsSpec):
     """``Linear(in -> hidden) + act + Linear(hidden -> out)`` per frame.
 
     Args:
@@ -42,16 +42,6 @@ class MLPConnector(nn.Module):
         self.linear_1 = nn.Linear(in_dim, self.hidden_dim, bias=bias)
         self.act = ACT2FN[act]
         self.linear_2 = nn.Linear(self.hidden_dim, out_dim, bias=bias)
-
-    def arch_kwargs(self) -> dict[str, Any]:
-        """Constructor arguments that rebuild this architecture."""
-        return {
-            "in_dim": self.in_dim,
-            "out_dim": self.out_dim,
-            "hidden_dim": self.hidden_dim,
-            "act": self.act_name,
-            "bias": self.linear_1.bias is not None,
-        }
 
     def output_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
         """One token per frame."""

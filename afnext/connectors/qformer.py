@@ -8,12 +8,11 @@ the queries, cross-attention from the queries to the window's valid frames, and 
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import nn
 
 from afnext.errors import ConfigError
+from afnext.specs import RecordsSpec
 
 __all__ = ["WindowQFormer"]
 
@@ -46,7 +45,7 @@ class _QFormerLayer(nn.Module):
         return q + self.ffn(self.norm_ffn(q))
 
 
-class WindowQFormer(nn.Module):
+class WindowQFormer(nn.Module, metaclass=RecordsSpec):
     """Learned queries cross-attend to each window's frames; ``num_queries`` tokens per window.
 
     Args:
@@ -83,18 +82,6 @@ class WindowQFormer(nn.Module):
         )
         self.norm_out = nn.LayerNorm(self.hidden_dim)
         self.proj = nn.Linear(self.hidden_dim, out_dim)
-
-    def arch_kwargs(self) -> dict[str, Any]:
-        """Constructor arguments that rebuild this architecture."""
-        return {
-            "in_dim": self.in_dim,
-            "out_dim": self.out_dim,
-            "num_queries": self.num_queries,
-            "num_layers": self.num_layers,
-            "num_heads": self.num_heads,
-            "hidden_dim": self.hidden_dim,
-            "ffn_mult": self.ffn_mult,
-        }
 
     def output_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
         """``num_queries`` tokens for every window holding at least one frame."""

@@ -8,17 +8,16 @@ AF-Whisper); the formula itself lives in :mod:`afnext_kernels.rote` (reference =
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import nn
 
 from afnext.errors import ConfigError
+from afnext.specs import RecordsSpec
 
 __all__ = ["RotaryTimeEmbedding"]
 
 
-class RotaryTimeEmbedding(nn.Module):
+class RotaryTimeEmbedding(nn.Module, metaclass=RecordsSpec):
     """Rotate the first ``2 * int(dim * partial_rotary_factor)`` channels by time-dependent angles.
 
     Args:
@@ -58,18 +57,6 @@ class RotaryTimeEmbedding(nn.Module):
                 f"time_embedding: dim={dim} x partial_rotary_factor={partial_rotary_factor} gives "
                 f"{self.axis_dim} channels per axis; it must be even and 2x it must fit in dim"
             )
-
-    def arch_kwargs(self) -> dict[str, Any]:
-        """Constructor arguments that rebuild this module."""
-        return {
-            "dim": self.dim,
-            "frame_rate": self.frame_rate,
-            "theta": self.theta,
-            "partial_rotary_factor": self.partial_rotary_factor,
-            "max_positions": self.max_positions,
-            "impl": self.impl,
-            "window_seconds": self.window_seconds,
-        }
 
     def token_timestamps(self, window_index: torch.Tensor, tokens: int) -> torch.Tensor:
         """Seconds of each token, float32, in the checkpoints' operation order.

@@ -7,17 +7,16 @@ is a real token when its first frame is real, so a window of ``L`` valid frames 
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import nn
 
 from afnext.errors import ConfigError
+from afnext.specs import RecordsSpec
 
 __all__ = ["FrameStackConnector"]
 
 
-class FrameStackConnector(nn.Module):
+class FrameStackConnector(nn.Module, metaclass=RecordsSpec):
     """Stack ``stack`` frames, then ``Linear + act + Linear``.
 
     Args:
@@ -47,16 +46,6 @@ class FrameStackConnector(nn.Module):
         self.linear_1 = nn.Linear(in_dim * stack, self.hidden_dim)
         self.act = ACT2FN[act]
         self.linear_2 = nn.Linear(self.hidden_dim, out_dim)
-
-    def arch_kwargs(self) -> dict[str, Any]:
-        """Constructor arguments that rebuild this architecture."""
-        return {
-            "in_dim": self.in_dim,
-            "out_dim": self.out_dim,
-            "stack": self.stack,
-            "hidden_dim": self.hidden_dim,
-            "act": self.act_name,
-        }
 
     def output_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
         """``ceil(lengths / stack)``."""

@@ -21,7 +21,7 @@ import torch
 from torch.utils.data import Dataset
 
 from afnext.data.manifest import ManifestEntry, ManifestProblem, ManifestRecord, read_manifest
-from afnext.errors import AfnextError, ConfigError, DataError
+from afnext.errors import AfnextError, AudioError, ConfigError, DataError
 
 __all__ = ["ON_ERROR", "ManifestDataset", "Sample", "Skipped"]
 
@@ -133,7 +133,6 @@ class ManifestDataset(Dataset):
             self.entries.extend(entries)
             self.group_sizes.append(len(entries))
         self.durations = [self._duration(entry) for entry in self.entries]
-        self._empty: tuple[torch.Tensor, torch.Tensor] | None = None
 
     @staticmethod
     def _duration(entry: ManifestEntry) -> float:
@@ -185,13 +184,6 @@ class ManifestDataset(Dataset):
                 ) from bad.__cause__
             return Skipped(entry.where, bad.reason, bad.message)
 
-    def _empty_features(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Zero windows ``(0, n_mels, frames)`` / ``(0, frames)`` shaped like the processor's features."""
-        if self._empty is None:
-            feats, mask, _ = self.processor.features(torch.zeros(self.processor.sampling_rate))
-            self._empty = (feats[:0].clone(), mask[:0].clone())
-        return self._empty
-
     def _build(self, record: ManifestRecord) -> Sample:
         proc = self.processor
         if proc is None:
@@ -206,9 +198,7 @@ class ManifestDataset(Dataset):
                 f"'duration' is {record.duration:.1f} s, over data.max_audio_seconds={limit}; "
                 "raise the limit or cut the audio",
             )
-        feats: list[torch.Tensor] = []
-        masks: list[torch.Tensor] = []
-        counts: list[int] = []
+        waves: list[dict[str, Any]] = []
         seconds = 0.0
         for sound in record.sounds:
             if not Path(sound).is_file():
@@ -219,15 +209,12 @@ class ManifestDataset(Dataset):
                 )
             try:
                 wave = proc.load(sound)
-                f, m, n = proc.features(wave, str(sound))
             except ConfigError:  # the settings are wrong, not this sample: stop
                 raise
             except (AfnextError, OSError) as exc:
                 raise _BadSample(UNREADABLE_AUDIO, f"cannot use audio: {exc}") from exc
             seconds += wave.numel() / proc.sampling_rate
-            feats.append(f)
-            masks.append(m)
-            counts.append(n)
+            waves.append({"array": wave, "sampling_rate": proc.sampling_rate, "path": str(sound)})
         if limit is not None and seconds > limit:
             raise _BadSample(
                 AUDIO_TOO_LONG,
@@ -235,20 +222,24 @@ class ManifestDataset(Dataset):
                 "cut the audio",
             )
         try:
-            segments, _ = proc.render(list(record.messages))
-            ids, labels = proc._encode(segments, counts)
+            sample = proc.encode(list(record.messages), waves)
+        except ConfigError:
+            raise
+        except AudioError as exc:  # too short for one token, or not finite: this sample's audio
+            raise _BadSample(UNREADABLE_AUDIO, f"cannot use audio: {exc}") from exc
         except AfnextError as exc:
             raise _BadSample("bad_record", str(exc)) from exc
+        ids, labels = sample["input_ids"], sample["labels"]
         if self.max_length is not None and len(ids) > self.max_length:
             raise _BadSample(
                 TOO_MANY_TOKENS,
                 f"the sample is {len(ids)} tokens, over data.max_length={self.max_length}; raise "
                 "data.max_length or shorten the audio / conversation",
             )
-        if feats:
-            input_features, input_features_mask = torch.cat(feats), torch.cat(masks)
-        else:
-            input_features, input_features_mask = self._empty_features()
+        input_features, input_features_mask = (
+            sample["input_features"],
+            sample["input_features_mask"],
+        )
         return {
             "input_ids": torch.tensor(ids, dtype=torch.long),  # (L,)
             "labels": torch.tensor(labels, dtype=torch.long),  # (L,)

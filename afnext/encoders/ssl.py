@@ -13,15 +13,17 @@ from typing import Any
 import torch
 from torch import nn
 
+from afnext.audio.frontends import WaveformFrontEnd
 from afnext.errors import CheckpointError, ConfigError, InputError
-from afnext.llms.attention import prepare_attn_implementation
+from afnext.specs import TARGET, RecordsSpec, qualified_name
+from afnext.transformers_compat import enable_checkpointing, prepare_attn_implementation
 
 __all__ = ["SSLSpeechEncoder"]
 
 _SUPPORTED = ("hubert", "wavlm", "wav2vec2")
 
 
-class SSLSpeechEncoder(nn.Module):
+class SSLSpeechEncoder(nn.Module, metaclass=RecordsSpec):
     """A transformers HuBERT / WavLM / wav2vec 2.0 model used as an afnext audio encoder.
 
     Args:
@@ -33,7 +35,6 @@ class SSLSpeechEncoder(nn.Module):
         sampling_rate: Input sample rate (16 kHz for all of these models).
     """
 
-    input_kind = "waveform"
     window_seconds = 30.0
 
     def __init__(
@@ -68,6 +69,9 @@ class SSLSpeechEncoder(nn.Module):
             )
         self.out_dim = int(cfg.hidden_size)
         self.sampling_rate = sampling_rate
+        self.front_end = WaveformFrontEnd(
+            window_seconds=self.window_seconds, sampling_rate=sampling_rate
+        )
         self.frame_rate = sampling_rate / math.prod(cfg.conv_stride)
         samples = int(self.window_seconds * sampling_rate)
         for kernel, stride in zip(
@@ -79,10 +83,12 @@ class SSLSpeechEncoder(nn.Module):
         # zeros they have seen (transformers' Wav2Vec2 docs); layer-norm ones need the mask.
         self._use_mask = getattr(cfg, "feat_extract_norm", "layer") == "layer"
 
-    def arch_kwargs(self) -> dict[str, Any]:
-        """Constructor arguments that rebuild this architecture (for afnext checkpoints)."""
+    def checkpoint_spec(self) -> dict[str, Any]:
+        """The spec a checkpoint keeps: this architecture from its config, without the folder it may have been
+        read from (the checkpoint holds the weights; see :mod:`afnext.specs`)."""
         cfg = self.model.config.to_dict()
         return {
+            TARGET: qualified_name(type(self)),
             "model_type": cfg["model_type"],
             "config": {
                 k: v for k, v in cfg.items() if k not in ("model_type", "transformers_version")
@@ -90,6 +96,10 @@ class SSLSpeechEncoder(nn.Module):
             "attn_implementation": self.model.config._attn_implementation,
             "sampling_rate": self.sampling_rate,
         }
+
+    def enable_activation_checkpointing(self) -> None:
+        """Recompute each encoder layer's activations in the backward."""
+        enable_checkpointing(self.model)
 
     def output_lengths(self, frame_lengths: torch.Tensor) -> torch.Tensor:
         """Tokens of each window from its valid samples (transformers' conv-stack formula)."""

@@ -14,8 +14,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from afnext.audio.frontends import LogMelFrontEnd
 from afnext.errors import CheckpointError, ConfigError
-from afnext.llms.attention import prepare_attn_implementation
+from afnext.specs import RecordsSpec
+from afnext.transformers_compat import enable_checkpointing, prepare_attn_implementation
 
 __all__ = ["AFWhisperEncoder"]
 
@@ -29,7 +31,7 @@ _PREFIXES = (
 )
 
 
-class AFWhisperEncoder(nn.Module):
+class AFWhisperEncoder(nn.Module, metaclass=RecordsSpec):
     """Whisper encoder + AvgPool1d(2) + LayerNorm, windows of 30 s of 128-bin log-mel.
 
     Args:
@@ -44,7 +46,6 @@ class AFWhisperEncoder(nn.Module):
             ``afnext_varlen``; transformers' Whisper-style encoder has no ``flex_attention``).
     """
 
-    input_kind = "log_mel"
     window_seconds = 30.0
 
     def __init__(
@@ -86,26 +87,17 @@ class AFWhisperEncoder(nn.Module):
         self.frame_rate = 100.0 / 4
         # A window is 2 x max_source_positions log-mel frames of 10 ms (30 s for Whisper's 1500).
         self.window_seconds = 2 * max_source_positions / 100.0
+        self.front_end = LogMelFrontEnd(n_mels=num_mel_bins, window_seconds=self.window_seconds)
         self.tokens_per_window = int(self.output_lengths(max_source_positions * 2))
+
+    def enable_activation_checkpointing(self) -> None:
+        """Recompute each encoder layer's activations in the backward."""
+        enable_checkpointing(self.tower)
 
     @property
     def config(self) -> Any:
         """The underlying transformers ``AudioFlamingo3EncoderConfig``."""
         return self.tower.config
-
-    def arch_kwargs(self) -> dict[str, Any]:
-        """Constructor arguments that rebuild this architecture (for afnext checkpoints)."""
-        c = self.tower.config
-        return {
-            "d_model": c.hidden_size,
-            "num_layers": c.num_hidden_layers,
-            "num_heads": c.num_attention_heads,
-            "ffn_dim": c.intermediate_size,
-            "num_mel_bins": c.num_mel_bins,
-            "max_source_positions": c.max_source_positions,
-            "activation_function": c.activation_function,
-            "attn_implementation": c._attn_implementation or "sdpa",
-        }
 
     @staticmethod
     def output_lengths(frame_lengths: torch.Tensor | int) -> torch.Tensor | int:
@@ -149,7 +141,7 @@ class AFWhisperEncoder(nn.Module):
         Raises:
             CheckpointError: The folder is not one of those, or encoder weights are missing or unexpected.
         """
-        from afnext.interop.safetensors_io import read_config, read_state_dict
+        from afnext.storage import read_config, read_state_dict
 
         path = Path(path)
         config = read_config(path)

@@ -60,8 +60,8 @@ class ThinkFilter:
 def load_for_chat(checkpoint: str | Path) -> tuple[Any, Any]:
     """Model and processor from a run, stage or model folder (afnext or transformers AF3 / AF-Next)."""
     from afnext.data.processor import AudioProcessor
+    from afnext.interop import resolve_checkpoint
     from afnext.model import AudioLanguageModel
-    from afnext.training.run import resolve_checkpoint
 
     model = AudioLanguageModel.from_pretrained(resolve_checkpoint(checkpoint))
     model.eval()

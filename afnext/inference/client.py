@@ -20,7 +20,6 @@ import json
 import logging
 import os
 import random
-import tempfile
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -341,18 +340,13 @@ class OpenAICompatibleClient:
         return text
 
     def _cache_write(self, path: Path, body: Mapping[str, Any], text: str) -> None:
+        from afnext.storage import atomic_write_text
+
         entry = json.dumps({"request": body, "content": text}, ensure_ascii=False)
-        tmp = None
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            # temp file + os.replace: a reader sees the old entry or the whole new one, never half
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".partial")
-            with os.fdopen(fd, "w", encoding="utf-8") as out:
-                out.write(entry)
-            os.replace(tmp, path)
+            # a reader sees the old entry or the whole new one, never half
+            atomic_write_text(path, entry)
         except OSError as exc:
-            if tmp is not None:
-                Path(tmp).unlink(missing_ok=True)
             raise DataError(
                 f"{path}: cannot write the reply cache ({exc}); free space in cache_dir "
                 f"{self.cache_dir} or set cache_dir to null"

@@ -17,7 +17,7 @@ import torch
 
 from afnext.errors import CheckpointError
 from afnext.interop.native import assign_state_dict, listing, weight_mismatch
-from afnext.interop.safetensors_io import (
+from afnext.storage import (
     atomic_dir,
     read_config,
     read_state_dict,
@@ -97,6 +97,7 @@ def _checkpoint_name(key: str) -> str:
 
 def load_hf(
     path: str | Path,
+    model_cls: type,
     *,
     attn_implementation: str = "sdpa",
     encoder_attn_implementation: str = "sdpa",
@@ -108,6 +109,7 @@ def load_hf(
 
     Args:
         path: The checkpoint folder (config.json, safetensors, processor / tokenizer files).
+        model_cls: The model class to assemble (``AudioLanguageModel``; it calls this loader).
         attn_implementation: The LLM's attention back end (``sdpa``, ``eager``, ``flex_attention``, ...).
         encoder_attn_implementation: The encoder's (transformers' ``AudioFlamingo3Encoder`` supports
             ``sdpa``, ``eager``, ``flash_attention_2`` and ``afnext_varlen``, not ``flex_attention``).
@@ -127,7 +129,6 @@ def load_hf(
     from afnext.connectors.rote import RotaryTimeEmbedding
     from afnext.encoders.whisper import AFWhisperEncoder, _encoder_config_dict
     from afnext.llms.hf import HFCausalLM
-    from afnext.model import AudioLanguageModel
 
     path = Path(path)
     config = read_config(path)
@@ -173,7 +174,7 @@ def load_hf(
                 partial_rotary_factor=float(rope.get("partial_rotary_factor", 0.2)),
                 max_positions=int(config.get("max_position_embeddings", theta)),
             )
-    model = AudioLanguageModel(
+    model = model_cls(
         encoder,
         connector,
         llm,

@@ -1,14 +1,15 @@
-"""afnext's own checkpoint format: any composition of parts, rebuilt from its recorded architecture.
+"""afnext's own checkpoint format: any composition of components, rebuilt from their specs.
 
-A folder holds ``afnext_config.json`` (each part's class and constructor arguments, the model options),
-``model.safetensors`` (sharded above 5 GB) and ``tokenizer/``. Loading builds the parts with empty weights,
-then assigns the stored tensors; unknown or missing weights are an error that lists them. An LLM whose
-output embeddings are tied to its input embeddings stores them once and is tied again on load.
+A folder holds ``afnext_config.json`` (each component's spec, ``{"_target_": class, **arguments}``, as its config
+composed it: see :mod:`afnext.specs`; and the model's options), ``model.safetensors`` (sharded above 5 GB) and
+``tokenizer/``. Loading checks every spec before anything it names runs (:mod:`afnext.interop.components`),
+builds the components with empty weights, then assigns the stored tensors; unknown or missing weights are an
+error that lists them. An LLM whose output embeddings are tied to its input embeddings stores them once and is
+tied again on load. Folders of the first format (``{"class", "kwargs"}`` per component) still load.
 """
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,9 @@ from typing import Any
 import torch
 
 from afnext.errors import CheckpointError
-from afnext.interop.safetensors_io import (
+from afnext.interop.components import COMPONENTS, build_component
+from afnext.specs import TARGET, component_spec
+from afnext.storage import (
     atomic_dir,
     read_config,
     read_state_dict,
@@ -35,41 +38,33 @@ __all__ = [
 ]
 
 CONFIG_NAME = "afnext_config.json"
-FORMAT_VERSION = 1
-_COMPONENTS = ("encoder", "time_embedding", "connector", "llm")
-
-
-def _spec(module: Any) -> dict[str, Any] | None:
-    if module is None:
-        return None
-    arch = getattr(module, "arch_kwargs", None)
-    if arch is None:
-        raise CheckpointError(
-            f"{type(module).__name__} has no arch_kwargs(); a component saved in the afnext format must "
-            "say how to rebuild itself (return its constructor arguments)"
-        )
-    cls = type(module)
-    return {"class": f"{cls.__module__}.{cls.__qualname__}", "kwargs": arch()}
+FORMAT_VERSION = 2
+_OPTIONS = ("audio_boundary_tokens", "trainable", "loss_impl")
 
 
 def save_afnext(model: Any, path: str | Path, *, state_dict: dict | None = None) -> Path:
     """Write ``model`` as an afnext checkpoint folder (atomically).
 
     Args:
-        model: The model.
+        model: The model (an ``AudioLanguageModel``).
         path: Target folder.
         state_dict: Its weights when not ``model.state_dict()`` (gathered from a sharded model).
+
+    Raises:
+        CheckpointError: A component without a spec (see :func:`afnext.specs.component_spec`).
     """
     path = Path(path)
+    components = {
+        name: None if getattr(model, name) is None else component_spec(name, getattr(model, name))
+        for name in COMPONENTS
+    }
+    components["llm"]["tokenizer"] = "tokenizer"  # the folder's own copy
     config = {
         "format_version": FORMAT_VERSION,
-        "components": {name: _spec(getattr(model, name)) for name in _COMPONENTS},
-        "model": {
-            "audio_boundary_tokens": model.audio_boundary_tokens,
-            "trainable": list(model.trainable),
-        },
+        "components": components,
+        "model": {k: getattr(model, k) for k in _OPTIONS if hasattr(model, k)},
     }
-    config["components"]["llm"]["kwargs"]["tokenizer"] = "tokenizer"
+    config["model"]["trainable"] = list(config["model"].get("trainable", ()))
     state = dict(model.state_dict() if state_dict is None else state_dict)
     # Tied output embeddings are stored once, under the input embeddings' name, and re-tied on load (as
     # transformers' save_pretrained / from_pretrained do).
@@ -83,41 +78,58 @@ def save_afnext(model: Any, path: str | Path, *, state_dict: dict | None = None)
     return path
 
 
-def _import_class(dotted: str, path: Path) -> type:
-    from afnext.plugins import discover_plugins
-
-    allowed = ("afnext.", "afnext_kernels.", *(f"{p.module}." for p in discover_plugins()))
-    if not dotted.startswith(allowed):
+def _specs(config: dict[str, Any], source: str) -> dict[str, Any]:
+    """The components' specs of a config of either format."""
+    version = config.get("format_version")
+    components = config.get("components")
+    if version not in (1, FORMAT_VERSION) or not isinstance(components, dict):
         raise CheckpointError(
-            f"{path / CONFIG_NAME}: component class {dotted!r} is outside afnext and its installed plugins; "
-            "afnext only imports classes from those"
+            f"{source}: format_version {version!r} with components {type(components).__name__}; afnext reads "
+            f"formats 1 and {FORMAT_VERSION}"
         )
-    module_name, _, name = dotted.rpartition(".")
-    try:
-        return getattr(importlib.import_module(module_name), name)
-    except (ImportError, AttributeError) as exc:
-        raise CheckpointError(f"{path / CONFIG_NAME}: cannot import {dotted} ({exc})") from exc
+    unknown = sorted(set(components) - set(COMPONENTS))
+    if unknown:
+        raise CheckpointError(
+            f"{source}: unknown components {unknown}; components are {COMPONENTS}"
+        )
+    if version == FORMAT_VERSION:
+        return {name: components.get(name) for name in COMPONENTS}
+    specs: dict[str, Any] = {}
+    for name in COMPONENTS:
+        old = components.get(name)
+        if old is None:
+            specs[name] = None
+        elif isinstance(old, dict) and isinstance(old.get("kwargs"), dict):
+            specs[name] = {TARGET: old.get("class"), **old["kwargs"]}
+        else:
+            raise CheckpointError(f"{source}: the {name} entry is malformed: {old!r}")
+    return specs
 
 
-def load_afnext(path: str | Path, **overrides: Any) -> Any:
+def load_afnext(path: str | Path, model_cls: type, **overrides: Any) -> Any:
     """Rebuild an afnext checkpoint.
+
+    Every spec is checked before anything is built (:func:`afnext.interop.components.build_component`).
 
     Args:
         path: Folder written by :func:`save_afnext`.
+        model_cls: The model class to assemble (``AudioLanguageModel``; it calls this loader).
         **overrides: ``attn_implementation`` (the LLM's), ``encoder_attn_implementation`` (default: the
-            one recorded in the checkpoint), ``dtype``, ``trainable``. The two attention settings are apart
-            because back ends differ in reach: transformers' Whisper-style encoder has no ``flex_attention``.
+            one recorded in the checkpoint), ``dtype``, ``trainable``, ``loss_impl``. The two attention settings
+            are apart because back ends differ in reach: transformers' Whisper-style encoder has no
+            ``flex_attention``.
+
+    Raises:
+        CheckpointError: A spec names what afnext must not build, or weights that do not match.
     """
     from accelerate import init_empty_weights
 
-    from afnext.model import AudioLanguageModel
-
     path = Path(path)
+    source = str(path / CONFIG_NAME)
     config = read_config(path, CONFIG_NAME)
-    if config.get("format_version") != FORMAT_VERSION:
-        raise CheckpointError(
-            f"{path / CONFIG_NAME}: format_version {config.get('format_version')} is not {FORMAT_VERSION}"
-        )
+    specs = _specs(config, source)
+    if specs.get("llm") is None or specs.get("encoder") is None or specs.get("connector") is None:
+        raise CheckpointError(f"{source}: a model needs an encoder, a connector and an llm")
     attn = {
         "llm": overrides.pop("attn_implementation", None),
         "encoder": overrides.pop("encoder_attn_implementation", None),
@@ -125,19 +137,18 @@ def load_afnext(path: str | Path, **overrides: Any) -> Any:
     dtype = overrides.pop("dtype", None)
     parts: dict[str, Any] = {}
     with init_empty_weights():
-        for name in _COMPONENTS:
-            spec = config["components"].get(name)
+        for name in COMPONENTS:
+            spec = specs[name]
             if spec is None:
                 parts[name] = None
                 continue
-            kwargs = dict(spec["kwargs"])
+            spec = dict(spec)
             if name == "llm":
-                kwargs["tokenizer"] = str(path / kwargs.get("tokenizer", "tokenizer"))
-            if attn.get(name) is not None and "attn_implementation" in kwargs:
-                kwargs["attn_implementation"] = attn[name]
-            parts[name] = _import_class(spec["class"], path)(**kwargs)
-    options = {**config.get("model", {}), **overrides}
-    model = AudioLanguageModel(
+                spec["tokenizer"] = str(path / str(spec.get("tokenizer") or "tokenizer"))
+            parts[name] = build_component(name, spec, source, attn_implementation=attn.get(name))
+    options = {k: v for k, v in (config.get("model") or {}).items() if k in _OPTIONS}
+    options.update(overrides)
+    model = model_cls(
         parts["encoder"], parts["connector"], parts["llm"], parts["time_embedding"], **options
     )
     assign_state_dict(model, read_state_dict(path), path)

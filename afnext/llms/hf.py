@@ -15,7 +15,6 @@ import torch
 from torch import nn
 
 from afnext.errors import CheckpointError, ConfigError
-from afnext.llms.attention import prepare_attn_implementation
 from afnext.llms.tokenizer import (
     AUDIO_BOS_TOKEN,
     AUDIO_EOS_TOKEN,
@@ -25,8 +24,14 @@ from afnext.llms.tokenizer import (
     TINY_TOKENIZER_DIR,
     ensure_audio_tokens,
 )
+from afnext.specs import TARGET, RecordsSpec, qualified_name
+from afnext.transformers_compat import enable_checkpointing, prepare_attn_implementation
 
-__all__ = ["HFCausalLM", "resolve_dtype"]
+__all__ = ["TURN_ENDS", "HFCausalLM", "resolve_dtype"]
+
+TURN_ENDS = (IM_END, "<|eot_id|>", "<end_of_turn>")
+"""End-of-turn tokens of the chat formats afnext knows (ChatML, Llama 3, Gemma): generation stops at them."""
+
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -40,7 +45,7 @@ def resolve_dtype(name: str | torch.dtype | None) -> torch.dtype | None:
     return _DTYPES[name]
 
 
-class HFCausalLM(nn.Module):
+class HFCausalLM(nn.Module, metaclass=RecordsSpec):
     """A transformers causal LM plus its tokenizer.
 
     Args:
@@ -53,6 +58,8 @@ class HFCausalLM(nn.Module):
         lora: peft ``LoraConfig`` keys (``r``, ``lora_alpha``, ``target_modules``, ...) to add adapters.
         gradient_checkpointing: Enable transformers' activation checkpointing.
         trust_remote_code: Allow code shipped with a checkpoint to run (off unless asked).
+        chat_template: The prompt format: None (the tokenizer's own template; ChatML when it has none),
+            ``"chatml"`` (AF-Next's format whatever the tokenizer has), or a Jinja template.
     """
 
     def __init__(
@@ -65,6 +72,7 @@ class HFCausalLM(nn.Module):
         lora: dict[str, Any] | None = None,
         gradient_checkpointing: bool = False,
         trust_remote_code: bool = False,
+        chat_template: str | None = None,
     ) -> None:
         super().__init__()
         from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
@@ -115,18 +123,16 @@ class HFCausalLM(nn.Module):
                 f"tokenizer has {len(self.tokenizer)} tokens; set llm.tokenizer=DIR (the model's tokenizer "
                 f"folder), or llm.tokenizer={TINY_TOKENIZER_DIR} to use the tiny one on purpose"
             )
-        ensure_audio_tokens(self.tokenizer)
+        ensure_audio_tokens(self.tokenizer, chat_template)
         if len(self.tokenizer) > self.model.get_input_embeddings().num_embeddings:
             # New special tokens: grow the embeddings (mean-initialised rows, transformers' default).
             self.model.resize_token_embeddings(len(self.tokenizer))
         self.lora_config = dict(lora) if lora else None
         if self.lora_config:
             self.add_lora(self.lora_config)
-        if gradient_checkpointing:
-            self.model.gradient_checkpointing_enable(
-                gradient_checkpointing_kwargs={"use_reentrant": False}
-            )
         self.attn_implementation = attn_implementation
+        if gradient_checkpointing:
+            self.enable_activation_checkpointing()
 
     def add_lora(self, lora: dict[str, Any]) -> None:
         """Wrap the LLM with peft LoRA adapters (``LoraConfig`` keys: ``r``, ``lora_alpha``, ...)."""
@@ -175,27 +181,39 @@ class HFCausalLM(nn.Module):
             "audio": self.token_id(AUDIO_TOKEN),
             "audio_bos": self.token_id(AUDIO_BOS_TOKEN),
             "audio_eos": self.token_id(AUDIO_EOS_TOKEN),
-            "im_end": self.token_id(IM_END),
         }
 
     def stop_token_ids(self) -> list[int]:
-        """Tokens that end generation: ``<|im_end|>`` and the tokenizer's end-of-text."""
-        ids = [self.token_id(IM_END)]
-        for tok in (ENDOFTEXT, self.tokenizer.eos_token):
-            if tok and tok in self.tokenizer.get_vocab():
-                ids.append(self.token_id(tok))
-        return sorted(set(ids))
+        """Tokens that end generation: the end of a turn in the chat format (``<|im_end|>``, Llama 3's
+        ``<|eot_id|>``), the tokenizer's end of text, and the model's own ``generation_config`` ones."""
+        vocab = self.tokenizer.get_vocab()
+        ids = {
+            vocab[t] for t in (*TURN_ENDS, ENDOFTEXT, self.tokenizer.eos_token) if t and t in vocab
+        }
+        eos = getattr(getattr(self.base, "generation_config", None), "eos_token_id", None)
+        vocab_size = self.base.get_input_embeddings().num_embeddings
+        ids.update(
+            i for i in ([eos] if isinstance(eos, int) else list(eos or [])) if 0 <= i < vocab_size
+        )
+        return sorted(ids)
+
+    def enable_activation_checkpointing(self) -> None:
+        """Recompute each decoder layer's activations in the backward (transformers' checkpointing)."""
+        enable_checkpointing(self.base)
 
     def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
         """Token embeddings ``(B, L) -> (B, L, hidden)``."""
         return self.base.get_input_embeddings()(input_ids)
 
-    def arch_kwargs(self) -> dict[str, Any]:
-        """Constructor arguments that rebuild this architecture with random weights."""
+    def checkpoint_spec(self) -> dict[str, Any]:
+        """The spec a checkpoint keeps: this architecture from its config (not the folder it may have been read
+        from; the checkpoint holds the weights and the tokenizer), with the vocabulary as resized and the
+        adapters as added (see :mod:`afnext.specs`)."""
         cfg = self.config.to_dict()
         keep = {k: v for k, v in cfg.items() if k not in ("transformers_version", "architectures")}
         keep["vocab_size"] = self.base.get_input_embeddings().num_embeddings
         return {
+            TARGET: qualified_name(type(self)),
             "config": keep,
             "attn_implementation": self.attn_implementation,
             "lora": self.lora_config,
@@ -241,6 +259,10 @@ class HFCausalLM(nn.Module):
                 without ``labels``.
         """
         return self.base.get_decoder()(**kwargs).last_hidden_state
+
+    def generate(self, **kwargs: Any) -> torch.Tensor:
+        """transformers' ``generate`` (KV cache, sampling, penalties, ...) on the wrapped model."""
+        return self.model.generate(**kwargs)
 
     def forward(self, **kwargs: Any) -> Any:
         """Call the transformers model (``inputs_embeds``, ``attention_mask``, ``labels``, cache, ...)."""

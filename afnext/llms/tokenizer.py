@@ -1,4 +1,5 @@
-"""Tokenizer helpers: ChatML template, afnext's audio tokens, and the bundled tiny tokenizer.
+"""Tokenizer helpers: afnext's audio tokens, the ChatML template (for tokenizers without one), the bundled tiny
+tokenizer.
 
 Real runs use the LLM's own tokenizer (Qwen2.5's already holds ``<sound>`` = 151669,
 ``<|sound_bos|>`` = 151670 and ``<|sound_eos|>`` = 151671 in AF3 / AF-Next checkpoints). Tiny models for
@@ -55,32 +56,40 @@ CHATML_TEMPLATE = (
 )
 
 
-def ensure_audio_tokens(tokenizer: Any) -> list[str]:
-    """Add afnext's audio and ChatML tokens to a tokenizer where missing; make its chat template ChatML.
+def ensure_audio_tokens(tokenizer: Any, chat_template: str | None = None) -> list[str]:
+    """Add afnext's audio tokens to a tokenizer where missing, and give it a chat template if it has none.
 
-    afnext's processor renders every prompt in ChatML (AF3 / AF-Next's format) whatever the LLM, so a
-    tokenizer without a template, or with one that is not ChatML (Llama 3's, say), gets afnext's ChatML
-    template. A ChatML template the tokenizer already has (Qwen's, with its own default system prompt) is
-    kept: the turn format is the same, the default system prompt may differ from the processor's.
+    Prompts follow the LLM (the processor renders them with the tokenizer's own template: ChatML for Qwen and
+    AF-Next, the Llama 3 format for Llama 3, ...). A tokenizer without a template gets ChatML, AF-Next's format
+    (and ChatML's tokens, where missing).
 
     Args:
         tokenizer: A transformers tokenizer.
+        chat_template: ``"chatml"`` (afnext's ChatML, whatever the tokenizer has), a Jinja template, or None
+            (keep the tokenizer's own).
 
     Returns:
         The tokens that were added (the caller resizes the LLM's embeddings if the vocabulary grew).
     """
+    template = getattr(tokenizer, "chat_template", None)
+    if chat_template == "chatml" or (chat_template is None and not isinstance(template, str)):
+        tokenizer.chat_template = CHATML_TEMPLATE
+    elif chat_template is not None:
+        tokenizer.chat_template = chat_template
     vocab = tokenizer.get_vocab()
-    wanted = [IM_START, IM_END, AUDIO_TOKEN, AUDIO_BOS_TOKEN, AUDIO_EOS_TOKEN]
+    wanted = [AUDIO_TOKEN, AUDIO_BOS_TOKEN, AUDIO_EOS_TOKEN]
+    if IM_START in tokenizer.chat_template:
+        wanted = [IM_START, IM_END, *wanted]
     missing = [t for t in wanted if t not in vocab]
     if missing:
         tokenizer.add_special_tokens(
             {"additional_special_tokens": missing}, replace_extra_special_tokens=False
         )
     if tokenizer.pad_token is None:
-        tokenizer.pad_token = ENDOFTEXT if ENDOFTEXT in tokenizer.get_vocab() else IM_END
-    template = getattr(tokenizer, "chat_template", None)
-    if not isinstance(template, str) or IM_START not in template:
-        tokenizer.chat_template = CHATML_TEMPLATE
+        vocab = tokenizer.get_vocab()
+        tokenizer.pad_token = next(
+            (t for t in (ENDOFTEXT, IM_END) if t in vocab), tokenizer.eos_token or AUDIO_EOS_TOKEN
+        )
     return missing
 
 

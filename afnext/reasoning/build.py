@@ -32,6 +32,7 @@ from typing import Any
 from afnext.errors import ConfigError, DataError
 from afnext.reasoning.generators.base import Generator, QASample
 from afnext.reasoning.sources import Source, SourceItem
+from afnext.storage import atomic_write_text
 
 __all__ = ["BuildReport", "assign_splits", "build_dataset", "manifest_lines"]
 
@@ -123,12 +124,6 @@ def manifest_lines(
 def _describe(obj: object) -> str:
     """A stable description of a built object (its repr without memory addresses)."""
     return re.sub(r" at 0x[0-9a-fA-F]+", "", repr(obj))
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".partial")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def _delta(after: Any, before: Any) -> Any:
@@ -223,8 +218,8 @@ class _Builder:
             "items_without_samples": empty,
             "generator": _delta(self.generator.report(), before),
         }
-        _write_atomic(part.with_suffix(".json"), json.dumps(stats, indent=1))
-        _write_atomic(part, "".join(json.dumps(line) + "\n" for line in lines))
+        atomic_write_text(part.with_suffix(".json"), json.dumps(stats, indent=1))
+        atomic_write_text(part, "".join(json.dumps(line) + "\n" for line in lines))
 
 
 def _merge(
@@ -259,7 +254,7 @@ def _merge(
             }:
                 shown.append(line)
     for split, raws in by_split.items():
-        _write_atomic(out / f"{split}.jsonl", "".join(r + "\n" for r in raws))
+        atomic_write_text(out / f"{split}.jsonl", "".join(r + "\n" for r in raws))
     samples = {s: len(r) for s, r in by_split.items()}
     audio_counts = {s: len(a) for s, a in audio.items()}
     summary = {
@@ -272,8 +267,8 @@ def _merge(
         "source": source.report(),
         "settings": settings,
     }
-    _write_atomic(out / "summary.json", json.dumps(summary, indent=2))
-    _write_atomic(out / "preview.md", _preview(shown))
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
+    atomic_write_text(out / "preview.md", _preview(shown))
     return samples, audio_counts
 
 
@@ -382,7 +377,7 @@ def build_dataset(
                 "use overwrite=true or another out"
             )
     else:
-        _write_atomic(recorded, json.dumps(settings, indent=2))
+        atomic_write_text(recorded, json.dumps(settings, indent=2))
     split_of = assign_splits(ids, splits, seed)
     builder = _Builder(generator, source, out_dir, seed, mode, audio_format, copy_audio)
     parts = [out_dir / "shards" / f"part-{j:05d}-of-{total:05d}.jsonl" for j in range(total)]

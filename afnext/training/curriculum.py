@@ -64,32 +64,69 @@ def _lr(value: Any) -> dict[str, float]:
     return {str(k): float(v) for k, v in dict(value).items()}
 
 
+def _named(
+    stages: Mapping[str, Mapping[str, Any]] | Sequence[Mapping[str, Any]],
+    order: Sequence[str] | None,
+) -> list[dict[str, Any]]:
+    """The stages as a list in run order: ``curriculum.stages`` keyed by name with ``curriculum.order``, or a
+    plain list of stages that each carry a ``name``."""
+    if not isinstance(stages, Mapping):
+        return [dict(raw) for raw in stages]
+    if order is None:
+        raise ConfigError(
+            f"curriculum.stages is keyed by name ({list(stages)}) but curriculum.order is missing; give the "
+            "order the stages run in"
+        )
+    unknown = [name for name in order if name not in stages]
+    left_out = [name for name in stages if name not in order]
+    if unknown or left_out:
+        raise ConfigError(
+            f"curriculum.order {list(order)} and curriculum.stages {list(stages)} disagree: "
+            f"{'no stage ' + str(unknown) if unknown else ''}{'; not in the order ' + str(left_out) if left_out else ''}"
+        )
+    named = []
+    for name in order:
+        raw = dict(stages[name] or {})
+        if raw.get("name", name) != name:
+            raise ConfigError(
+                f"curriculum.stages.{name} says name={raw['name']!r}; drop the name key"
+            )
+        named.append({**raw, "name": name})
+    return named
+
+
 def plan_stages(
-    stages: Sequence[Mapping[str, Any]],
+    stages: Mapping[str, Mapping[str, Any]] | Sequence[Mapping[str, Any]],
     *,
     defaults: Mapping[str, Any],
     only: str | None = None,
+    order: Sequence[str] | None = None,
 ) -> list[Stage]:
     """Turn the curriculum config into stages, filling gaps from the run's defaults.
 
     Args:
-        stages: ``curriculum.stages`` (plain dicts).
+        stages: ``curriculum.stages``: plain dicts keyed by stage name (override one with
+            ``curriculum.stages.midtrain2.lr.default=...``), or a list of dicts with ``name``.
         defaults: ``trainable``, ``lr``, ``max_audio_seconds``, ``max_length``, ``max_steps``,
             ``warmup_steps`` of the run.
         only: Run just this stage (``+stage=midtrain2``).
+        order: ``curriculum.order``, the stage names in run order (for stages keyed by name).
 
     Raises:
-        ConfigError: Unknown keys, duplicate or missing names, or ``only`` naming no stage.
+        ConfigError: Unknown keys, duplicate or missing names, an order that disagrees with the stages, or
+            ``only`` naming no stage.
     """
     if not stages:
         raise ConfigError("curriculum.stages is empty; give at least one stage (curriculum=single)")
+    stages = _named(stages, order)
     planned: list[Stage] = []
     for i, raw in enumerate(stages):
         unknown = sorted(set(raw) - _STAGE_KEYS)
         if unknown:
-            raise ConfigError(
-                f"curriculum.stages[{i}] has unknown keys {unknown}; allowed: {sorted(_STAGE_KEYS)}"
+            where = (
+                f"curriculum.stages.{raw['name']}" if raw.get("name") else f"curriculum.stages[{i}]"
             )
+            raise ConfigError(f"{where} has unknown keys {unknown}; allowed: {sorted(_STAGE_KEYS)}")
         if not raw.get("name"):
             raise ConfigError(f"curriculum.stages[{i}] needs a name")
 
@@ -126,7 +163,7 @@ def stage_dir(run_dir: Path, index: int, stage: Stage) -> Path:
 
 def mark_done(folder: Path, info: Mapping[str, Any]) -> None:
     """Write the stage's DONE marker (atomically) once its model is saved."""
-    from afnext.interop.safetensors_io import write_json
+    from afnext.storage import write_json
 
     write_json(folder / "DONE", dict(info))
 

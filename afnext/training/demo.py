@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,12 +26,20 @@ __all__ = ["build_demo_data", "ensure_demo_data", "run_demo"]
 console = Console(stderr=True)
 
 
-def build_demo_data(cfg: Any) -> Path:
-    """The demo's dataset folder, built with ``cfg.demo.build`` overrides if it is not there yet."""
+ComposeBuild = Callable[[list[str]], Any]
+"""Composes ``afnext data build``'s config from overrides (the caller's ``afnext.config.compose_config``)."""
+
+
+def build_demo_data(cfg: Any, compose_build: ComposeBuild) -> Path:
+    """The demo's dataset folder, built with ``cfg.demo.build`` overrides if it is not there yet.
+
+    Args:
+        cfg: The composed training config (``experiment=tiny``: its ``demo`` block).
+        compose_build: Composes the data-build config from overrides.
+    """
     from hydra.utils import instantiate
 
-    from afnext.cli import compose_config
-    from afnext.interop.safetensors_io import write_json
+    from afnext.storage import write_json
 
     out = Path(cfg.paths.data_dir) / str(cfg.demo.dataset)
     wanted = [*cfg.demo.build, f"out={out}"]
@@ -47,7 +55,7 @@ def build_demo_data(cfg: Any) -> Path:
         overrides.append("overwrite=true")
     else:
         console.print(f"[cyan]building demo data[/] afnext data build {' '.join(overrides)}")
-    instantiate(compose_config("data_build", overrides, subdir="reasoning").build, _convert_="all")
+    instantiate(compose_build(overrides).build, _convert_="all")
     write_json(recorded, {"build": wanted})
     return out
 
@@ -64,7 +72,9 @@ def _manifest_paths(data: Any) -> list[Path]:
     return paths
 
 
-def ensure_demo_data(cfg: Any, *, wait_seconds: float = 3600.0) -> Path | None:
+def ensure_demo_data(
+    cfg: Any, compose_build: ComposeBuild, *, wait_seconds: float = 3600.0
+) -> Path | None:
     """Build an experiment's synthetic data on first use (``afnext train experiment=tiny`` on a fresh checkout).
 
     Only when the experiment has a ``demo.build`` recipe and some configured manifest lies in its dataset folder
@@ -83,7 +93,7 @@ def ensure_demo_data(cfg: Any, *, wait_seconds: float = 3600.0) -> Path | None:
     if not wanted or all(p.is_file() for p in wanted):
         return None
     if rank_zero_only.rank == 0:
-        return build_demo_data(cfg)
+        return build_demo_data(cfg, compose_build)
     deadline = time.monotonic() + wait_seconds
     while not all(p.is_file() for p in wanted):
         if time.monotonic() > deadline:
@@ -94,16 +104,19 @@ def ensure_demo_data(cfg: Any, *, wait_seconds: float = 3600.0) -> Path | None:
     return out
 
 
-def run_demo(overrides: Sequence[str] = ()) -> dict[str, Any]:
-    """Run the whole demo; returns accuracy, chance, timings and the run folder."""
-    from afnext.cli import compose_config
+def run_demo(cfg: Any, compose_build: ComposeBuild) -> dict[str, Any]:
+    """Run the whole demo; returns accuracy, chance, timings and the run folder.
+
+    Args:
+        cfg: The composed training config (``experiment=tiny`` and overrides).
+        compose_build: Composes the data-build config from overrides.
+    """
     from afnext.evaluation.chat import chat, load_for_chat
     from afnext.evaluation.qa import evaluate_manifest, read_qa_manifest
     from afnext.training.run import train
 
     start = time.perf_counter()
-    cfg = compose_config("train", ["experiment=tiny", *overrides])
-    data = build_demo_data(cfg)
+    data = build_demo_data(cfg, compose_build)
     built = time.perf_counter()
     final = train(cfg)
     trained = time.perf_counter()

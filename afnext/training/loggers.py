@@ -26,10 +26,9 @@ def stage_run_id(save_dir: str | os.PathLike) -> str:
 
     run_id = uuid.uuid4().hex[:12]  # W&B run ids: up to 64 letters and digits
     if rank_zero_only.rank == 0:
-        from afnext.interop.safetensors_io import atomic_write
+        from afnext.storage import atomic_write_text
 
-        with atomic_write(path, "w") as handle:
-            handle.write(run_id + "\n")
+        atomic_write_text(path, run_id + "\n")
     return run_id
 
 

@@ -8,20 +8,28 @@ validation loss and greedy answers per duration bucket, summed over ranks.
 
 from __future__ import annotations
 
+import functools
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import lightning.pytorch as pl
 import torch
 
 from afnext.errors import ConfigError
+from afnext.interop.components import COMPONENTS
 from afnext.llms.loss import IGNORE_INDEX, shift_labels
 from afnext.model import PARTS, AudioLanguageModel
 from afnext.training.validation import DurationBuckets, ValidationTotals
 
-__all__ = ["MODEL_INPUTS", "AudioLanguageModule", "prompt_batch", "warmup_cosine"]
+__all__ = [
+    "MODEL_INPUTS",
+    "AudioLanguageModule",
+    "prompt_batch",
+    "warmup_cosine",
+    "warmup_cosine_schedule",
+]
 
 MODEL_INPUTS = (
     "input_ids",
@@ -31,6 +39,23 @@ MODEL_INPUTS = (
     "input_features_mask",
     "labels",
 )
+
+
+def warmup_cosine_schedule(
+    optimizer: torch.optim.Optimizer,
+    *,
+    total_steps: int,
+    warmup_steps: int,
+    min_lr_ratio: float = 0.1,
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warmup then cosine decay to ``min_lr_ratio`` of each group's learning rate (the ``scheduler``
+    partial of ``conf/optim/adamw.yaml``)."""
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        lambda step: warmup_cosine(
+            step, warmup_steps=warmup_steps, total_steps=total_steps, min_lr_ratio=min_lr_ratio
+        ),
+    )
 
 
 def warmup_cosine(step: int, *, warmup_steps: int, total_steps: int, min_lr_ratio: float) -> float:
@@ -99,10 +124,12 @@ class AudioLanguageModule(pl.LightningModule):
         trainable: Parts that train (declared, see ``AudioLanguageModel.set_trainable``).
         lr: Learning rate per part (``{"connector": 1e-3, "llm": 1.5e-5}``); ``default`` for parts not
             listed.
-        weight_decay: AdamW weight decay (not applied to biases and norms).
-        betas: AdamW betas.
+        optimizer: ``params -> Optimizer`` (a partial: ``torch.optim.AdamW`` with its arguments); its
+            ``weight_decay`` applies to weights of two or more dimensions, biases and norms get none.
+            Default: AdamW without weight decay.
+        scheduler: ``(optimizer, total_steps=, warmup_steps=) -> LRScheduler`` (a partial); default: linear
+            warmup then cosine decay to 0.1 (:func:`warmup_cosine_schedule`).
         warmup_steps: Linear warmup steps.
-        min_lr_ratio: Cosine floor as a fraction of each part's learning rate.
         activation_checkpointing: Recompute activations in the backward (encoder and LLM).
         generate_batches: Validation batches per rank answered greedily and scored (0: loss only); the
             validation batches come spread over the duration range, so the first ones are too.
@@ -118,10 +145,9 @@ class AudioLanguageModule(pl.LightningModule):
         *,
         trainable: Sequence[str] = ("encoder", "connector", "llm"),
         lr: Mapping[str, float] | float = 1e-4,
-        weight_decay: float = 0.0,
-        betas: Sequence[float] = (0.9, 0.999),
+        optimizer: Callable[..., torch.optim.Optimizer] | None = None,
+        scheduler: Callable[..., Any] | None = None,
         warmup_steps: int = 0,
-        min_lr_ratio: float = 0.1,
         activation_checkpointing: bool = False,
         generate_batches: int = 1,
         max_new_tokens: int = 32,
@@ -136,8 +162,11 @@ class AudioLanguageModule(pl.LightningModule):
         unknown = [k for k in self.lr if k not in (*PARTS, "default")]
         if unknown:
             raise ConfigError(f"optim.lr has unknown parts {unknown}; use {(*PARTS, 'default')}")
-        self.weight_decay, self.betas = weight_decay, tuple(betas)
-        self.warmup_steps, self.min_lr_ratio = warmup_steps, min_lr_ratio
+        self.optimizer_factory = optimizer or functools.partial(torch.optim.AdamW, weight_decay=0.0)
+        self.scheduler_factory = scheduler or functools.partial(
+            warmup_cosine_schedule, min_lr_ratio=0.1
+        )
+        self.warmup_steps = warmup_steps
         self.generate_batches, self.max_new_tokens = generate_batches, max_new_tokens
         self.scorer = scorer or default_scorer
         if activation_checkpointing:
@@ -151,14 +180,15 @@ class AudioLanguageModule(pl.LightningModule):
         self._window: torch.Tensor | None = (
             None  # (summed token losses, target tokens), on the device
         )
-        self.save_hyperparameters(ignore=["model", "scorer"])
+        self.save_hyperparameters(ignore=["model", "scorer", "optimizer", "scheduler"])
 
     # ------------------------------------------------------------------------------------------
     def _enable_activation_checkpointing(self) -> None:
-        kwargs = {"gradient_checkpointing_kwargs": {"use_reentrant": False}}
-        for module in (getattr(self.model.encoder, "tower", None), self.model.llm.base):
-            if module is not None and getattr(module, "supports_gradient_checkpointing", False):
-                module.gradient_checkpointing_enable(**kwargs)
+        """Each component that can recompute its activations does so (its own ``enable_activation_checkpointing``)."""
+        for name in COMPONENTS:
+            part = getattr(self.model, name)
+            if part is not None and hasattr(part, "enable_activation_checkpointing"):
+                part.enable_activation_checkpointing()
 
     def configure_model(self) -> None:
         """Shard the model when the strategy is FSDP2 (Lightning calls this once the processes exist)."""
@@ -176,6 +206,11 @@ class AudioLanguageModule(pl.LightningModule):
         raise ConfigError(f"optim.lr has no entry for trainable part {part!r} and no 'default'")
 
     def configure_optimizers(self) -> Any:
+        """The optimizer partial over one parameter group per trainable part (and one without weight decay for
+        its biases and norms), and the schedule partial stepped every optimizer step."""
+        factory = self.optimizer_factory
+        keywords = dict(getattr(factory, "keywords", {}) or {})
+        weight_decay = float(keywords.get("weight_decay", 0.0))
         groups = []
         for part in PARTS:
             named = [(n, p) for n, p in self.model.part_parameters(part) if p.requires_grad]
@@ -184,7 +219,7 @@ class AudioLanguageModule(pl.LightningModule):
             decay = [p for n, p in named if p.ndim >= 2]
             no_decay = [p for n, p in named if p.ndim < 2]
             lr = self.part_lr(part)
-            for params, wd, tag in ((decay, self.weight_decay, ""), (no_decay, 0.0, "_no_decay")):
+            for params, wd, tag in ((decay, weight_decay, ""), (no_decay, 0.0, "_no_decay")):
                 if params:
                     groups.append(
                         {"params": params, "lr": lr, "weight_decay": wd, "name": part + tag}
@@ -193,17 +228,13 @@ class AudioLanguageModule(pl.LightningModule):
             raise ConfigError(
                 f"nothing to train: trainable={list(self.trainable)} has no parameters"
             )
-        fused = self.device.type == "cuda"
-        optimizer = torch.optim.AdamW(groups, betas=self.betas, fused=fused)
+        extra = {}
+        if getattr(factory, "func", None) is torch.optim.AdamW and "fused" not in keywords:
+            extra["fused"] = self.device.type == "cuda"
+        optimizer = factory(groups, **extra)
         total = int(self.trainer.estimated_stepping_batches) if self._trainer is not None else 1
-        schedule = torch.optim.lr_scheduler.LambdaLR(
-            optimizer,
-            lambda step: warmup_cosine(
-                step,
-                warmup_steps=self.warmup_steps,
-                total_steps=total,
-                min_lr_ratio=self.min_lr_ratio,
-            ),
+        schedule = self.scheduler_factory(
+            optimizer, total_steps=total, warmup_steps=self.warmup_steps
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 

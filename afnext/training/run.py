@@ -9,14 +9,14 @@ from its ``last.ckpt`` (optimizer, schedule, data position).
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 from rich.console import Console
 
-from afnext.errors import CheckpointError, ConfigError
+from afnext.errors import ConfigError
+from afnext.interop import resolve_checkpoint
 from afnext.training.curriculum import (
     Stage,
     is_done,
@@ -30,7 +30,6 @@ __all__ = [
     "build_model",
     "build_stage",
     "export_stage_model",
-    "resolve_checkpoint",
     "run_dir_of",
     "train",
     "validate",
@@ -50,30 +49,6 @@ def run_dir_of(cfg: DictConfig) -> Path:
     except ImportError:  # pragma: no cover - hydra is a dependency
         pass
     return Path(cfg.paths.run_dir)
-
-
-def resolve_checkpoint(path: str | os.PathLike) -> Path:
-    """A model folder from what a user points at: a model folder, a run folder or a stage folder.
-
-    Raises:
-        CheckpointError: Nothing loadable there.
-    """
-    path = Path(path)
-    if (path / "afnext_config.json").is_file() or (path / "config.json").is_file():
-        return path
-    if (path / "final.json").is_file():
-        import json
-
-        return Path(json.loads((path / "final.json").read_text())["model"])
-    if (path / "model").is_dir():
-        return resolve_checkpoint(path / "model")
-    done = sorted((path / "stages").glob("*/DONE")) if (path / "stages").is_dir() else []
-    if done:
-        return done[-1].parent / "model"
-    raise CheckpointError(
-        f"{path}: no model here. Point at a run folder (with final.json or stages/*/model), a stage "
-        "folder, or a model folder (afnext_config.json or a transformers config.json)."
-    )
 
 
 def build_model(cfg: DictConfig, init_from: str | Path | None = None) -> Any:
@@ -103,9 +78,7 @@ def build_model(cfg: DictConfig, init_from: str | Path | None = None) -> Any:
     if lora and not model.llm.has_lora:
         model.llm.add_lora(OmegaConf.to_container(lora, resolve=True))
     if llm_cfg.get("gradient_checkpointing"):
-        model.llm.base.gradient_checkpointing_enable(
-            gradient_checkpointing_kwargs={"use_reentrant": False}
-        )
+        model.llm.enable_activation_checkpointing()
     return model
 
 
@@ -145,6 +118,8 @@ def build_stage(cfg: DictConfig, stage: Stage, folder: Path, model: Any) -> tupl
         trainable=stage.trainable,
         lr=stage.lr,
         warmup_steps=stage.warmup_steps,
+        optimizer=instantiate(cfg.optim.optimizer, _convert_="all"),
+        scheduler=instantiate(cfg.optim.scheduler, _convert_="all"),
         **OmegaConf.to_container(cfg.optim.module, resolve=True),
     )
     data_cfg = OmegaConf.merge(cfg.data, stage.data)
@@ -205,7 +180,9 @@ def _stages(cfg: DictConfig) -> list[Stage]:
         "warmup_steps": cfg.optim.warmup_steps,
     }
     raw = OmegaConf.to_container(cfg.curriculum.stages, resolve=True)
-    return plan_stages(raw, defaults=defaults, only=cfg.get("stage"))
+    order = cfg.curriculum.get("order")
+    order = list(order) if order is not None else None
+    return plan_stages(raw, defaults=defaults, only=cfg.get("stage"), order=order)
 
 
 def train(cfg: DictConfig) -> Path:
@@ -213,11 +190,8 @@ def train(cfg: DictConfig) -> Path:
     import lightning.pytorch as pl
     from lightning.pytorch.utilities import rank_zero_only
 
-    from afnext.training.demo import ensure_demo_data
-
     # Under DDP every rank runs this function; files are written by global rank 0 only.
     main_rank = rank_zero_only.rank == 0
-    ensure_demo_data(cfg)  # experiment=tiny on a fresh checkout: its synthetic scenes, built once
     pl.seed_everything(int(cfg.seed), workers=True)
     run_dir = run_dir_of(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -270,7 +244,7 @@ def train(cfg: DictConfig) -> Path:
         raise ConfigError("no stage ran; check curriculum.stages and stage=")
     if not main_rank:
         return final
-    from afnext.interop.safetensors_io import write_json
+    from afnext.storage import write_json
 
     write_json(run_dir / "final.json", {"model": str(final.resolve())})
     if cfg.get("export_hf"):

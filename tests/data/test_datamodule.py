@@ -219,13 +219,13 @@ def test_lightning_resume_sees_the_rest_of_the_epoch(tmp_path, processor):
 def test_shipped_configs_build_the_datamodule(tmp_path):
     from hydra.utils import instantiate
 
-    from afnext.cli import compose_config
+    from afnext.config import compose_config
 
-    cfg = compose_config("info", ["+data=tacot_scenes", f"+paths.data_dir={tmp_path}"])
+    cfg = compose_config("train", ["data=tacot_scenes", f"paths.data_dir={tmp_path}"])
     dm = instantiate(cfg.data)
     assert isinstance(dm, AudioDataModule)
     assert dm.specs["train"] == [(f"{tmp_path}/tiny_scenes/train.jsonl", 1.0)]
     assert dm.specs["val"] == [(f"{tmp_path}/tiny_scenes/val.jsonl", 1.0)]
-    cfg = compose_config("info", ["+data=manifest", "data.train=[a.jsonl]", "data.val=[b.jsonl]"])
+    cfg = compose_config("train", ["data=manifest", "data.train=[a.jsonl]", "data.val=[b.jsonl]"])
     dm = instantiate(cfg.data)
     assert dm.specs["train"] == [("a.jsonl", 1.0)] and dm.on_error == "skip"

@@ -7,7 +7,7 @@ import torch
 
 from afnext.data.processor import IGNORE_INDEX, AudioProcessor
 from afnext.encoders.whisper import AFWhisperEncoder
-from afnext.errors import AudioError, InputError
+from afnext.errors import AudioError, ConfigError, InputError
 from tests.helpers import chat, tone_mix
 
 
@@ -107,3 +107,77 @@ def test_audio_too_short_for_one_token_is_an_error_naming_it(tokenizer, tmp_path
         proc(prompt, audio=[[0.1 * torch.randn(320)]])
     out = proc(prompt, audio=[[0.1 * torch.randn(321)]])
     assert int((out["input_ids"] == proc.audio_token_id).sum()) == 1
+
+
+LLAMA3_TEMPLATE = (  # Meta-Llama-3-8B-Instruct's chat template
+    "{% set loop_messages = messages %}{% for message in loop_messages %}{% set content = "
+    "'<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n'+ message['content'] | trim + "
+    "'<|eot_id|>' %}{% if loop.index0 == 0 %}{% set content = bos_token + content %}{% endif %}"
+    "{{ content }}{% endfor %}{% if add_generation_prompt %}"
+    "{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}"
+)
+
+
+def test_a_llama3_backbone_trains_on_the_llama3_format():
+    """Prompts follow the LLM: the tokenizer's Llama 3 template renders the turns, and the labels are each
+    assistant message with its <|eot_id|>."""
+    from transformers import AutoTokenizer
+
+    from afnext.llms.tokenizer import TINY_TOKENIZER_DIR, ensure_audio_tokens
+
+    tok = AutoTokenizer.from_pretrained(TINY_TOKENIZER_DIR)
+    tok.add_special_tokens(
+        {
+            "additional_special_tokens": [
+                "<|begin_of_text|>",
+                "<|start_header_id|>",
+                "<|end_header_id|>",
+                "<|eot_id|>",
+            ]
+        },
+        replace_extra_special_tokens=False,
+    )
+    tok.bos_token = "<|begin_of_text|>"
+    tok.chat_template = LLAMA3_TEMPLATE
+    ensure_audio_tokens(tok)
+    assert tok.chat_template == LLAMA3_TEMPLATE
+    proc = AudioProcessor(tok, AFWhisperEncoder.output_lengths, padding_side="right")
+    conv = [
+        {"role": "user", "content": "<sound>What is it?"},
+        {"role": "assistant", "content": "A tone."},
+        {"role": "user", "content": "Louder?"},
+        {"role": "assistant", "content": "No."},
+    ]
+    out = proc([conv], audio=[[tone_mix(1.0)]], return_labels=True)
+    ids, labels = out["input_ids"][0], out["labels"][0]
+    text = tok.decode(ids, skip_special_tokens=False)
+    assert text.startswith(
+        "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\n<|sound_bos|><sound>"
+    )
+    assert "<|im_start|>" not in text
+    assert (
+        tok.decode(ids[labels != IGNORE_INDEX], skip_special_tokens=False)
+        == "A tone.<|eot_id|>No.<|eot_id|>"
+    )
+
+
+def test_a_template_that_rewrites_earlier_turns_is_refused_with_the_fix(tokenizer):
+    """A template that renders a turn differently once a later turn follows (as Qwen3's drops earlier <think>
+    blocks) cannot be labelled turn by turn: the error says to train on ChatML."""
+    import copy
+
+    tok = copy.deepcopy(tokenizer)
+    tok.chat_template = (
+        "{% for m in messages %}{% if m['role'] == 'assistant' and not loop.last %}"
+        "<|im_start|>assistant\n(earlier)<|im_end|>\n{% else %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}"
+        "<|im_end|>\n{% endif %}{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+    )
+    proc = AudioProcessor(tok, AFWhisperEncoder.output_lengths)
+    conv = [
+        {"role": "user", "content": "a"},
+        {"role": "assistant", "content": "b"},
+        {"role": "user", "content": "c"},
+        {"role": "assistant", "content": "d"},
+    ]
+    with pytest.raises(ConfigError, match=r"llm\.chat_template=chatml"):
+        proc([conv], return_labels=True)

@@ -33,7 +33,7 @@ def generated():
     assert model.llm.tokenizer.name_or_path == str(TINY_TOKENIZER_DIR)
     proc = AudioProcessor.from_model(model)
     tok = proc.tokenizer
-    im_end = model.llm.special_ids["im_end"]
+    im_end = model.llm.tokenizer.convert_tokens_to_ids("<|im_end|>")
     targets = [tok(a, add_special_tokens=False)["input_ids"] + [im_end] for a in ANSWERS]
     assert len(targets[0]) < len(targets[1])
     convs = [

@@ -205,5 +205,7 @@ def test_connector_size_mismatch_names_the_keys(neighbours, in_dim, out_dim, nam
 
 def test_connector_without_out_dim_is_a_config_error(neighbours):
     enc, llm = neighbours
-    with pytest.raises(ConfigError, match=r"connector\.out_dim=None"):
+    with pytest.raises(
+        ConfigError, match=r"the connector Linear lacks \['in_dim', 'out_dim', 'output_lengths'\]"
+    ):
         AudioLanguageModel(enc, torch.nn.Linear(16, 32), llm)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from afnext.encoders.base import encoder_input_kind, encoder_output_lengths
+from afnext.audio.frontends import WaveformFrontEnd
+from afnext.encoders.base import encoder_front_end, encoder_output_lengths
 from afnext.encoders.ssl import SSLSpeechEncoder
 from afnext.errors import ConfigError
 from tests.helpers import TINY_LLM, TINY_SSL
@@ -16,7 +17,7 @@ TINY = TINY_SSL
 @pytest.mark.parametrize("model_type", ["hubert", "wavlm"])
 def test_waveform_windows_to_50hz_frames(model_type):
     enc = SSLSpeechEncoder(model_type=model_type, config=TINY).eval()
-    assert encoder_input_kind(enc) == "waveform"
+    assert encoder_front_end(enc) == WaveformFrontEnd(window_seconds=30.0, sampling_rate=16000)
     assert enc.out_dim == 16 and enc.frame_rate == 50.0
     assert enc.tokens_per_window == 1499  # the conv stack drops the last frame of 30 s
     wave = torch.randn(2, 1, 16000 * 30) * 0.1

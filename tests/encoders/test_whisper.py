@@ -42,7 +42,9 @@ def test_packed_varlen_attention_matches_padded_sdpa():
     sdpa = _tiny(max_source_positions=100)
     torch.manual_seed(0)
     packed = _tiny(max_source_positions=100, attn_implementation="afnext_varlen")
-    assert packed.arch_kwargs()["attn_implementation"] == "afnext_varlen"
+    from afnext.specs import recorded_spec
+
+    assert recorded_spec(packed)["attn_implementation"] == "afnext_varlen"
     feats = torch.randn(3, 128, 200)
     mask = torch.ones(3, 200, dtype=torch.bool)
     mask[2, 77:] = False  # partial last window

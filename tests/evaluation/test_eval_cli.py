@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 from hydra.utils import instantiate
 
-from afnext.cli import compose_config, config_groups, main
+from afnext.cli import main
+from afnext.config import compose_config, config_groups
 from afnext.evaluation.benchmarks import Benchmark
 
 CHOICES = ["Man", "Woman", "Child", "Robot"]

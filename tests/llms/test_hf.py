@@ -19,7 +19,7 @@ TINY = {k: v for k, v in TINY_LLM.items() if k != "model_type"}
 def test_builds_from_config_with_audio_tokens(model_type):
     llm = HFCausalLM(config={"model_type": model_type, **TINY})
     ids = llm.special_ids
-    assert len(set(ids.values())) == 4
+    assert len(set(ids.values())) == 3 and set(ids) == {"audio", "audio_bos", "audio_eos"}
     assert llm.hidden_size == 32
     out = llm(inputs_embeds=llm.embed(torch.tensor([[1, 7, 9]])))
     assert out.logits.shape == (1, 3, 1024)
@@ -57,22 +57,23 @@ def test_chat_template_renders_af3_prompt():
     )
 
 
-def test_a_non_chatml_template_becomes_chatml():
-    """The processor renders ChatML for every LLM, so the tokenizer's own template says the same."""
+def test_the_tokenizer_keeps_its_own_template_and_chatml_is_the_fallback():
+    """Prompts follow the LLM: a tokenizer's own template (Llama 3's here) is kept; one without a template gets
+    ChatML; llm.chat_template=chatml forces ChatML."""
     from transformers import AutoTokenizer
 
     from afnext.llms.tokenizer import ensure_audio_tokens
 
     tok = AutoTokenizer.from_pretrained(TINY_TOKENIZER_DIR)
-    tok.chat_template = "{% for m in messages %}<|start_header_id|>{{ m['content'] }}{% endfor %}"
+    llama = "{% for m in messages %}<|start_header_id|>{{ m['content'] }}{% endfor %}"
+    tok.chat_template = llama
+    ensure_audio_tokens(tok)
+    assert tok.chat_template == llama
+    ensure_audio_tokens(tok, "chatml")
+    assert tok.chat_template == CHATML_TEMPLATE
+    tok.chat_template = None
     ensure_audio_tokens(tok)
     assert tok.chat_template == CHATML_TEMPLATE
-    qwen_like = CHATML_TEMPLATE.replace(
-        "<|im_start|>system", "<|im_start|>system\n"
-    )  # ChatML: kept
-    tok.chat_template = qwen_like
-    ensure_audio_tokens(tok)
-    assert tok.chat_template == qwen_like
 
 
 def test_lora_adapters_are_separate_parameters():

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from afnext.cli import compose_config
+from afnext.config import compose_config
 from tests.training.test_runs import ENV, _overrides, _weights
 
 FSDP = ["trainer=fsdp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.precision=32"]

@@ -8,7 +8,7 @@ import logging
 import lightning.pytorch as pl
 import torch
 
-from afnext.cli import compose_config
+from afnext.config import compose_config
 from afnext.training.precision import use_master_weights
 from tests.training.test_runs import _overrides, _weights
 

@@ -18,7 +18,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from afnext.cli import compose_config
+from afnext.config import compose_config
 from tests.data.test_dataset import write_corpus
 from tests.training.test_training import _manifest
 
@@ -178,7 +178,7 @@ GROUPS = ("encoder", "time_embedding", "connector", "llm")
 
 def _tiny_options() -> dict[str, list[str]]:
     """Each model group's tiny presets (every time embedding and connector; encoders and LLMs named ``*_tiny*``)."""
-    from afnext.cli import config_groups
+    from afnext.config import config_groups
 
     groups = config_groups()
     return {
@@ -233,7 +233,7 @@ def test_every_tiny_preset_combination_overrides_and_builds_on_meta(encoder):
     """The whole cross product of the tiny presets as command-line overrides on ``experiment=tiny``: each
     composes and builds on the ``meta`` device (no weights) into the classes its presets name. The covering
     design below runs a real forward for every pair."""
-    from afnext.cli import build_on_meta
+    from afnext.config import build_on_meta
 
     options = {**_tiny_options(), "encoder": [encoder]}
     combos = list(itertools.product(*(options[g] for g in GROUPS)))

@@ -12,10 +12,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from afnext.cli import compose_config
+from afnext.config import compose_config
 from afnext.errors import ConfigError
 from afnext.evaluation.chat import ThinkFilter
-from afnext.training.checkpoint_io import AtomicCheckpointIO, atomic_torch_save
+from afnext.storage import atomic_torch_save
+from afnext.training.checkpoint_io import AtomicCheckpointIO
 from afnext.training.curriculum import Stage, plan_stages
 from afnext.training.module import prompt_batch, warmup_cosine
 from tests.data.test_dataset import write_tone
@@ -109,6 +110,22 @@ def test_plan_fills_gaps_from_the_run_and_picks_one_stage():
 def test_bad_curricula_name_the_problem(stages, only, match):
     with pytest.raises(ConfigError, match=match):
         plan_stages(stages, defaults=DEFAULTS, only=only)
+
+
+def test_stages_are_keyed_by_name_and_run_in_the_given_order():
+    stages = {"b": {"max_steps": 3}, "a": {"lr": 1e-3}}
+    planned = plan_stages(stages, defaults=DEFAULTS, order=["a", "b"])
+    assert [s.name for s in planned] == ["a", "b"] and planned[0].lr == {"default": 1e-3}
+    with pytest.raises(ConfigError, match=r"disagree: no stage \['c'\]; not in the order \['b'\]"):
+        plan_stages(stages, defaults=DEFAULTS, order=["a", "c"])
+    with pytest.raises(ConfigError, match=r"curriculum\.order is missing"):
+        plan_stages(stages, defaults=DEFAULTS)
+    cfg = compose_config(
+        "train", ["curriculum=afnext", "curriculum.stages.midtrain2.lr.default=1e-4"]
+    )
+    from afnext.training.run import _stages
+
+    assert {s.name: s.lr for s in _stages(cfg)}["midtrain2"] == {"default": 1e-4}
 
 
 @pytest.mark.parametrize(("name", "count"), [("single", 1), ("af3", None), ("afnext", 6)])
@@ -221,8 +238,10 @@ def test_two_stage_run_writes_done_markers_and_resume_skips_them(tmp_path):
         "trainer.log_every_n_steps=1",
         f"paths.run_dir={run}",
         "run_name=r1",
-        "curriculum.stages=[{name: connector_only, trainable: [connector], max_steps: 2},"
-        "{name: all, trainable: [connector, llm], lr: 1.0e-3, max_steps: 3}]",
+        "curriculum.order=[connector_only,all]",
+        "~curriculum.stages.train",
+        "+curriculum.stages.connector_only={trainable: [connector], max_steps: 2}",
+        "+curriculum.stages.all={trainable: [connector, llm], lr: 1.0e-3, max_steps: 3}",
     ]
     cfg = compose_config("train", overrides)
     final = train(cfg)

@@ -1,4 +1,9 @@
-"""Attention back ends by name, for every transformers model afnext builds (encoders and LLMs).
+"""transformers details every component shares: attention back ends by name, activation checkpointing.
+
+Encoders and LLMs both wrap transformers models; what they need of transformers beyond their own model lives
+here, below them, so neither imports the other.
+
+Attention back ends by name, for every transformers model afnext builds (encoders and LLMs).
 
 transformers resolves ``attn_implementation`` through its ``AttentionInterface`` registry. afnext's Triton
 kernels join it under ``afnext_varlen`` (:func:`afnext_kernels.register`: one packed variable-length call per
@@ -8,7 +13,9 @@ config is enough: this module registers it before the model is built.
 
 from __future__ import annotations
 
-__all__ = ["AFNEXT_VARLEN", "prepare_attn_implementation"]
+from typing import Any
+
+__all__ = ["AFNEXT_VARLEN", "enable_checkpointing", "prepare_attn_implementation"]
 
 AFNEXT_VARLEN = "afnext_varlen"
 
@@ -28,3 +35,13 @@ def prepare_attn_implementation(name: str | None) -> str | None:
 
         afnext_kernels.register(AFNEXT_VARLEN)
     return name
+
+
+def enable_checkpointing(model: Any) -> None:
+    """Turn on a transformers model's activation checkpointing (non-reentrant, per layer), with the newer API
+    where the installed transformers has it."""
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:  # pragma: no cover - transformers < 5.25
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)

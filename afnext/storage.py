@@ -1,8 +1,9 @@
-"""Reading and writing checkpoint folders: config.json and (sharded) safetensors, atomically.
+"""Files on disk: the one atomic writer, JSON, and checkpoint folders (config.json, sharded safetensors).
 
-Loading prefers safetensors; a ``pytorch_model.bin`` is read with ``torch.load(weights_only=True)`` so no
-pickled code ever runs. Writes go to a temporary file in the same folder and are renamed into place, so a
-killed save never leaves a half-written file behind.
+Every write in afnext goes through :func:`atomic_write` (or :func:`atomic_dir` for a whole folder): a temporary
+file in the same folder, flushed to disk and renamed over the target, so a killed process never leaves a
+half-written file behind. Loading prefers safetensors; a ``pytorch_model.bin`` is read with
+``torch.load(weights_only=True)`` so no pickled code ever runs.
 """
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ from afnext.errors import CheckpointError
 
 __all__ = [
     "atomic_dir",
+    "atomic_torch_save",
     "atomic_write",
+    "atomic_write_text",
     "read_config",
     "read_state_dict",
     "write_json",
@@ -105,7 +108,8 @@ def atomic_write(target: str | Path, mode: str = "wb") -> Iterator[Any]:
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
-        with os.fdopen(fd, mode) as handle:
+        encoding = None if "b" in mode else "utf-8"
+        with os.fdopen(fd, mode, encoding=encoding) as handle:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
@@ -137,6 +141,18 @@ def atomic_dir(target: str | Path) -> Iterator[Path]:
     os.replace(tmp, target)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def atomic_write_text(target: str | Path, text: str) -> None:
+    """Write text (UTF-8) atomically."""
+    with atomic_write(target, "w") as handle:
+        handle.write(text)
+
+
+def atomic_torch_save(obj: Any, target: str | Path) -> None:
+    """``torch.save`` to ``target`` atomically (Lightning checkpoints, see ``AtomicCheckpointIO``)."""
+    with atomic_write(target) as handle:
+        torch.save(obj, handle)
 
 
 def write_json(target: str | Path, data: dict[str, Any]) -> None:
