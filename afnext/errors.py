@@ -1,12 +1,25 @@
 """The one exception family afnext raises on purpose.
 
 Every message names what is at fault (a file, a manifest line, a config key, a tensor argument) and says
-what to do about it. Catch :class:`AfnextError` to handle all of them.
+what to do about it. Catch :class:`AfnextError` to handle all of them, the kernels' included.
+
+The root :class:`AfnextError` and the kernels' errors (:class:`KernelError` and its subclasses) are defined in
+:mod:`afnext_kernels.errors` and re-exported here: ``afnext_kernels`` stands alone and cannot import afnext, and an
+``except`` clause matches real subclasses only (``ABCMeta.register`` satisfies ``isinstance`` but not
+``except``), so the root lives in the lower of the two packages. Importing that module costs no torch import.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+
+from afnext_kernels.errors import (
+    AfnextError,
+    KernelConfigError,
+    KernelError,
+    KernelInputError,
+    KernelUnavailableError,
+)
 
 __all__ = [
     "AfnextError",
@@ -16,13 +29,13 @@ __all__ = [
     "DataError",
     "FormatError",
     "InputError",
+    "KernelConfigError",
+    "KernelError",
+    "KernelInputError",
+    "KernelUnavailableError",
     "PluginError",
     "UsageError",
 ]
-
-
-class AfnextError(Exception):
-    """Base class of every error afnext raises on purpose."""
 
 
 class ConfigError(AfnextError, ValueError):

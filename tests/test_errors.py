@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import ast
 import builtins
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -19,7 +21,10 @@ PROTOCOL = {"AttributeError", "KeyboardInterrupt", "NotImplementedError", "StopI
 
 def test_no_raise_of_a_bare_builtin_exception_in_the_sources():
     found = []
-    for path in sorted([*(ROOT / "afnext").rglob("*.py"), *(ROOT / "kernels").rglob("*.py")]):
+    paths = sorted([*(ROOT / "afnext").rglob("*.py"), *(ROOT / "kernels").rglob("*.py")])
+    # The kernels' layout (ops/<op>.py beside ops/<op>_reference.py, functional.py) is in the scan.
+    assert {"functional.py", "flash_attn_varlen.py", "rote_reference.py"} <= {p.name for p in paths}
+    for path in paths:
         for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
             if not isinstance(node, ast.Raise) or node.exc is None:
                 continue
@@ -47,3 +52,49 @@ def test_errors_that_used_to_be_builtins_are_afnext_errors():
         FrameStackConnector(in_dim=8, out_dim=8, stack=0)
     with pytest.raises(ConfigError, match="format='onnx' is unknown"):
         save_pretrained(torch.nn.Linear(1, 1), "/nonexistent", format="onnx")
+
+
+def test_an_afnext_except_clause_catches_kernel_errors():
+    # A real `except`, not pytest.raises: `except` matches real subclasses only (virtual ones satisfy isinstance).
+    import afnext_kernels
+    from afnext import errors
+    from afnext_kernels import errors as kernel_errors
+
+    for name in (
+        "AfnextError",
+        "KernelError",
+        "KernelInputError",
+        "KernelConfigError",
+        "KernelUnavailableError",
+    ):
+        assert getattr(errors, name) is getattr(kernel_errors, name), name
+    calls = [
+        lambda: afnext_kernels.rote(
+            torch.randn(1, 3, 8), torch.zeros(3), window_duration=30.0, axis_dim=2, impl="reference"
+        ),
+        lambda: afnext_kernels.set_default_impl("cuda"),
+        lambda: afnext_kernels.flash_attn_varlen(
+            torch.randn(4, 2, 8), torch.randn(4, 2, 8), torch.randn(4, 2, 8),
+            torch.tensor([0, 4], dtype=torch.int32), 4, impl="xformers_typo",
+        ),
+    ]  # fmt: skip
+    caught = []
+    for call in calls:
+        try:
+            call()
+        except AfnextError as err:
+            caught.append(type(err))
+    assert caught == [errors.KernelInputError, errors.KernelConfigError, errors.KernelConfigError]
+    assert all(
+        issubclass(kind, errors.KernelError) and issubclass(kind, ValueError) for kind in caught
+    )
+
+
+def test_importing_the_errors_stays_light():
+    # afnext.errors imports afnext_kernels.errors, which must not pull torch into `afnext --help`.
+    code = "import sys, afnext.errors; print(sorted({'torch', 'triton', 'transformers'} & set(sys.modules)))"
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"

@@ -2,11 +2,13 @@
 
 Applied after the encoder's pooling and before the projector (not inside LLM attention). Token ``n`` of
 window ``w`` of an audio sits at ``tau = w * window + n / frame_rate`` seconds (``30 w + 0.04 n`` for
-AF-Whisper); the formula itself lives in :mod:`afnext_kernels.rote` (reference = transformers'
+AF-Whisper); the formula itself lives in ``afnext_kernels.rote`` (reference = transformers'
 ``MusicFlamingoRotaryEmbedding``), and the fused kernel computes the same thing on GPU.
 """
 
 from __future__ import annotations
+
+import logging
 
 import torch
 from torch import nn
@@ -14,7 +16,43 @@ from torch import nn
 from afnext.errors import ConfigError
 from afnext.specs import RecordsSpec
 
-__all__ = ["RotaryTimeEmbedding"]
+__all__ = ["RotaryTimeEmbedding", "rotated_channels"]
+
+log = logging.getLogger(__name__)
+
+
+def rotated_channels(dim: int, partial_rotary_factor: float) -> int:
+    """Channels rotated per axis: ``int(dim * partial_rotary_factor)`` rounded down to an even count (a rotation
+    turns channel pairs), logged when it was rounded.
+
+    Raises:
+        ConfigError: Nothing would rotate, or the two axes would need more than ``dim`` channels; the message
+            names the ``time_embedding.partial_rotary_factor`` values that work, and ``time_embedding=none``.
+    """
+    wanted = int(dim * partial_rotary_factor)
+    axis = wanted - wanted % 2
+    if axis < 2 or 2 * axis > dim:
+        low, high = 2 / dim, (dim // 2 - (dim // 2) % 2) / dim
+        works = (
+            f"factors from {low:.4g} to {high:.4g} work for this width"
+            if dim // 2 >= 2
+            else "no factor works for this width"
+        )
+        raise ConfigError(
+            f"time_embedding: dim={dim} x partial_rotary_factor={partial_rotary_factor} rotates {wanted} "
+            f"channels per axis; two axes need an even count of at least 2 each within dim ({works}: set "
+            "time_embedding.partial_rotary_factor), or use time_embedding=none"
+        )
+    if axis != wanted:
+        log.info(
+            "time_embedding: dim=%d x partial_rotary_factor=%s gives %d channels per axis; rotating %d "
+            "(a rotation turns channel pairs)",
+            dim,
+            partial_rotary_factor,
+            wanted,
+            axis,
+        )
+    return axis
 
 
 class RotaryTimeEmbedding(nn.Module, metaclass=RecordsSpec):
@@ -50,13 +88,8 @@ class RotaryTimeEmbedding(nn.Module, metaclass=RecordsSpec):
         self.dim, self.frame_rate = dim, frame_rate
         self.theta, self.partial_rotary_factor = theta, partial_rotary_factor
         self.max_positions = int(theta) if max_positions is None else max_positions
-        self.axis_dim = int(dim * partial_rotary_factor)
         self.impl, self.window_seconds = impl, window_seconds
-        if self.axis_dim % 2 or 2 * self.axis_dim > dim:
-            raise ConfigError(
-                f"time_embedding: dim={dim} x partial_rotary_factor={partial_rotary_factor} gives "
-                f"{self.axis_dim} channels per axis; it must be even and 2x it must fit in dim"
-            )
+        self.axis_dim = rotated_channels(dim, partial_rotary_factor)
 
     def token_timestamps(self, window_index: torch.Tensor, tokens: int) -> torch.Tensor:
         """Seconds of each token, float32, in the checkpoints' operation order.
@@ -95,7 +128,7 @@ class RotaryTimeEmbedding(nn.Module, metaclass=RecordsSpec):
         Returns:
             ``(W, T, dim)``, same dtype.
         """
-        from afnext_kernels.rote import rote
+        from afnext_kernels import rote
 
         tokens = hidden.shape[1]
         timestamps = self.token_timestamps(window_index.to(hidden.device), tokens)

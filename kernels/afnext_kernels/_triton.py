@@ -1,12 +1,14 @@
-"""Lazy Triton access: a clear error where it is missing, interpreter detection, autotuning that steps aside.
+"""Lazy Triton access: one loader for every op, a clear error where Triton is missing, interpreter detection,
+autotuning that steps aside.
 
-Kernel modules (``*/triton_*.py``) import ``triton`` at module level and are themselves imported only on the
-first Triton call, so ``import afnext_kernels`` works where Triton is not installed. ``triton.jit`` decides at
-decoration time whether a kernel is compiled or interpreted (it reads ``TRITON_INTERPRET`` then), and
-``triton.language``'s own ``@jit`` helpers (``tl.sum``, ``tl.max``, ``tl.zeros``) are decorated when ``triton`` is
-first imported: the interpreter works only when ``TRITON_INTERPRET=1`` was set before *both*. Each kernel module
-records that in ``INTERPRETED`` (:func:`interpreter_active`) and :func:`check_device` refuses CPU tensors, saying
-why, when it does not hold.
+Each op's Triton implementation is one module, ``afnext_kernels/ops/<op>.py``, that imports ``triton`` at module
+level; :func:`load_kernels` imports it on the op's first Triton call (after :func:`require_triton` has checked that
+``triton`` imports), so ``import afnext_kernels`` and the PyTorch references work where Triton is not installed.
+``triton.jit`` decides at decoration time whether a kernel is compiled or interpreted (it reads
+``TRITON_INTERPRET`` then), and ``triton.language``'s own ``@jit`` helpers (``tl.sum``, ``tl.max``, ``tl.zeros``)
+are decorated when ``triton`` is first imported: the interpreter works only when ``TRITON_INTERPRET=1`` was set
+before *both*. Each kernel module records that in ``INTERPRETED`` (:func:`interpreter_active`) and
+:func:`check_device` refuses CPU tensors, saying why, when it does not hold.
 """
 
 from __future__ import annotations
@@ -15,11 +17,12 @@ import importlib
 import os
 from collections.abc import Callable, Sequence
 from types import ModuleType
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from afnext_kernels.errors import KernelUnavailableError
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = [
     "AUTOTUNE_ENV",
@@ -78,10 +81,21 @@ def require_triton() -> ModuleType:
     return triton
 
 
-def load_kernels(module: str) -> ModuleType:
-    """Import a kernel module of this package (``"attention.triton_fwd"``) after checking for Triton."""
+def load_kernels(op: str) -> ModuleType:
+    """Import the Triton module of an op, ``afnext_kernels.ops.<op>``, after checking that Triton imports.
+
+    Args:
+        op: Module name under ``afnext_kernels/ops/`` (``"flash_attn_varlen"``, ``"linear_cross_entropy"``,
+            ``"rote"``, ``"flash_attn_varlen_bwd"``).
+
+    Returns:
+        The imported module.
+
+    Raises:
+        KernelUnavailableError: Triton is not installed or does not import.
+    """
     require_triton()
-    return importlib.import_module(f"afnext_kernels.{module}")
+    return importlib.import_module(f"afnext_kernels.ops.{op}")
 
 
 def check_device(op: str, tensor: torch.Tensor, kernels: ModuleType) -> None:

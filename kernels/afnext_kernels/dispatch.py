@@ -9,10 +9,12 @@ it never switches after a failure: a Triton path that cannot run raises an error
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
-import torch
+from afnext_kernels.errors import KernelConfigError
 
-from afnext_kernels.errors import ConfigError
+if TYPE_CHECKING:  # only a tensor's ``.device`` is read: importing afnext_kernels needs no torch
+    import torch
 
 __all__ = [
     "ATTENTION_IMPLS",
@@ -32,7 +34,7 @@ _default_impl: str | None = None
 
 def _check(impl: str, allowed: tuple[str, ...], source: str) -> str:
     if impl not in allowed:
-        raise ConfigError(
+        raise KernelConfigError(
             f"{source}={impl!r} is not an implementation; choose one of {list(allowed)}."
         )
     return impl

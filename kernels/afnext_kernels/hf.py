@@ -18,8 +18,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from afnext_kernels.attention import flash_attn_varlen
-from afnext_kernels.errors import InputError
+from afnext_kernels.errors import KernelInputError
+from afnext_kernels.functional import flash_attn_varlen
 
 __all__ = ["DEFAULT_NAME", "afnext_varlen_attention_forward", "register"]
 
@@ -81,12 +81,12 @@ def afnext_varlen_attention_forward(
         ``(B, Lq, heads, dim)`` attention output and None (no attention weights).
     """
     if dropout:
-        raise InputError(
+        raise KernelInputError(
             f"attn_implementation='{DEFAULT_NAME}' does not implement attention dropout (got {dropout}); set the "
             "model's attention_dropout to 0 or use 'sdpa'."
         )
     if softcap is not None or kwargs.get("s_aux") is not None:
-        raise InputError(
+        raise KernelInputError(
             f"attn_implementation='{DEFAULT_NAME}' supports neither softcap nor attention sinks."
         )
     batch, heads, q_len, dim = query.shape
@@ -102,7 +102,7 @@ def afnext_varlen_attention_forward(
 
     if attention_mask is not None:
         if attention_mask.ndim != 2:
-            raise InputError(
+            raise KernelInputError(
                 f"attn_implementation='{DEFAULT_NAME}' takes a 2-D key-padding mask (B, Lk), got a "
                 f"{attention_mask.ndim}-D mask; custom 4-D masks need attn_implementation='sdpa' or 'eager'."
             )

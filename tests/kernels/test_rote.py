@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from afnext_kernels import rote, rote_reference
-from afnext_kernels.errors import InputError
+from afnext_kernels.errors import KernelInputError
 
 
 def _timestamps(
@@ -89,7 +89,7 @@ def test_triton_matches_reference(require_impl, device, windows, tokens, channel
 
 
 def test_bad_shapes_are_named():
-    with pytest.raises(InputError, match="axis_dim"):
+    with pytest.raises(KernelInputError, match="axis_dim"):
         rote(
             torch.randn(1, 4, 10),
             torch.zeros(1, 4),
@@ -97,7 +97,7 @@ def test_bad_shapes_are_named():
             axis_dim=6,
             impl="reference",
         )
-    with pytest.raises(InputError, match="timestamps"):
+    with pytest.raises(KernelInputError, match="timestamps"):
         rote(
             torch.randn(1, 4, 10),
             torch.zeros(4),

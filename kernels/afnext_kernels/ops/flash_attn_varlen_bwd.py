@@ -8,6 +8,9 @@ walks its keys to accumulate ``dQ``. Probabilities are recomputed from the saved
 ``P = exp2(q.k * scale * log2(e) - lse2)``, ``dS = P * (dP - delta)``, ``dQ = scale * dS K``,
 ``dK = scale * dS^T Q``, ``dV = P^T dO``. As in the forward kernel, blocks are walked in three stages
 (masked edge, unmasked middle, masked edge) and the loops call no other ``@triton.jit`` function.
+
+The launch code and the autograd Function are in :mod:`afnext_kernels.ops.flash_attn_varlen`, which loads this
+module on the first backward pass (forward and backward kernels together would pass 600 lines in one file).
 """
 
 from __future__ import annotations
@@ -16,20 +19,20 @@ import triton
 import triton.language as tl
 
 from afnext_kernels._triton import TunableKernel, interpreter_active
-from afnext_kernels.attention.triton_fwd import _band_range
+from afnext_kernels.ops.flash_attn_varlen import _band_range
 
 INTERPRETED = interpreter_active()
 
 __all__ = [
     "INTERPRETED",
-    "attention_bwd_dkdv_kernel",
-    "attention_bwd_dq_kernel",
-    "attention_bwd_preprocess",
+    "flash_attn_varlen_bwd_dkdv_kernel",
+    "flash_attn_varlen_bwd_dq_kernel",
+    "flash_attn_varlen_bwd_preprocess",
 ]
 
 
 @triton.jit
-def _attention_bwd_preprocess_kernel(
+def _flash_attn_varlen_bwd_preprocess_kernel(
     OUT, DO, DELTA, stride_ot, stride_oh, stride_dot, stride_doh, total_q,
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_T: tl.constexpr,
 ):  # fmt: skip
@@ -52,7 +55,7 @@ def _attention_bwd_preprocess_kernel(
 
 
 @triton.jit
-def _attention_bwd_dkdv_kernel(
+def _flash_attn_varlen_bwd_dkdv_kernel(
     Q, K, V, DO, DK, DV, LSE, DELTA,
     cu_seqlens_q, cu_seqlens_k,
     qk_scale, sm_scale,
@@ -171,7 +174,7 @@ def _attention_bwd_dkdv_kernel(
 
 
 @triton.jit
-def _attention_bwd_dq_kernel(
+def _flash_attn_varlen_bwd_dq_kernel(
     Q, K, V, DO, DQ, LSE, DELTA,
     cu_seqlens_q, cu_seqlens_k,
     qk_scale, sm_scale,
@@ -283,16 +286,16 @@ def _configs(shapes: list[tuple[int, int, int, int]]) -> list[triton.Config]:
 
 # dK/dV keep two (BLOCK_N, dim) float32 accumulators in registers, so the key block is the large one and
 # query blocks are short (the tutorial's BLOCK_M1=32, BLOCK_N1=128); dQ is the mirror image.
-attention_bwd_dkdv_kernel = TunableKernel(
-    _attention_bwd_dkdv_kernel,
+flash_attn_varlen_bwd_dkdv_kernel = TunableKernel(
+    _flash_attn_varlen_bwd_dkdv_kernel,
     _configs([(32, 128, 8, 3), (64, 64, 4, 3), (32, 64, 4, 4), (64, 128, 8, 2), (16, 64, 4, 4)]),
     key=["HEAD_DIM", "GROUP", "HAS_LEFT", "HAS_RIGHT", "seqlen_bucket"],
     interpreted=INTERPRETED,
 )
-attention_bwd_dq_kernel = TunableKernel(
-    _attention_bwd_dq_kernel,
+flash_attn_varlen_bwd_dq_kernel = TunableKernel(
+    _flash_attn_varlen_bwd_dq_kernel,
     _configs([(128, 32, 8, 3), (64, 64, 4, 3), (64, 32, 4, 4), (128, 64, 8, 2), (64, 16, 4, 4)]),
     key=["HEAD_DIM", "HAS_LEFT", "HAS_RIGHT", "seqlen_bucket"],
     interpreted=INTERPRETED,
 )
-attention_bwd_preprocess = _attention_bwd_preprocess_kernel
+flash_attn_varlen_bwd_preprocess = _flash_attn_varlen_bwd_preprocess_kernel

@@ -1,26 +1,33 @@
-"""Triton kernel of the chunked linear cross-entropy: loss and logits-gradient of one chunk, in place.
+"""Triton linear cross-entropy: the chunk kernel (loss and logits-gradient in place), its launch and the Function.
 
 One program per token row streams the row's logits in ``BLOCK_V`` blocks with an online log-sum-exp
 (Milakov & Gimelshein 2018, "Online normalizer calculation for softmax"), then writes
 ``d loss / d logits`` over the logits in place, as Liger-Kernel's ``liger_cross_entropy_kernel`` does
 (``src/liger_kernel/ops/cross_entropy.py``); the matrix products around it stay in cuBLAS (see
-:mod:`afnext_kernels.cross_entropy.reference` for the driver and the formulas). There is no separate backward
-kernel: the gradient is produced here, in the forward pass, and the autograd backward only scales it.
+:mod:`afnext_kernels.ops.linear_cross_entropy_reference` for the chunk driver and the formulas). There is no
+backward kernel: the gradient is produced here, in the forward pass, and the autograd backward only scales it.
 """
 
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import torch
 import triton
 import triton.language as tl
 
 from afnext_kernels._triton import check_device, interpreter_active
+from afnext_kernels.ops.linear_cross_entropy_reference import chunked_backward, chunked_forward
 
 INTERPRETED = interpreter_active()
 
-__all__ = ["INTERPRETED", "ce_chunk_triton"]
+__all__ = [
+    "INTERPRETED",
+    "LinearCrossEntropyFunction",
+    "ce_chunk_triton",
+    "linear_cross_entropy_triton",
+]
 
 
 @triton.jit
@@ -91,7 +98,7 @@ def ce_chunk_triton(
     grad_scale: float,
     need_grad: bool,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Triton counterpart of :func:`~afnext_kernels.cross_entropy.reference.ce_chunk_reference`.
+    """Triton counterpart of :func:`~afnext_kernels.ops.linear_cross_entropy_reference.ce_chunk_reference`.
 
     Args:
         logits: ``(C, V)`` contiguous chunk; overwritten by its gradient when ``need_grad``.
@@ -105,7 +112,6 @@ def ce_chunk_triton(
     Returns:
         Per-token loss ``(C,)`` float32 and the gradient (``logits`` itself, in its dtype) or None.
     """
-    check_device("linear_cross_entropy", logits, sys.modules[__name__])
     rows, vocab = logits.shape
     loss = torch.empty(rows, device=logits.device, dtype=torch.float32)
     if rows == 0:
@@ -121,3 +127,81 @@ def ce_chunk_triton(
         **launch,
     )  # fmt: skip
     return loss, logits if need_grad else None
+
+
+class LinearCrossEntropyFunction(torch.autograd.Function):
+    """Chunked linear cross-entropy on :func:`ce_chunk_triton`; forward computes the gradients, backward scales them.
+
+    The chunk loop, the matrix products (cuBLAS) and the gradient bookkeeping are the reference's driver
+    (:func:`~afnext_kernels.ops.linear_cross_entropy_reference.chunked_forward`), so the two paths differ only in
+    the per-chunk loss / gradient.
+    """
+
+    @staticmethod
+    def forward(
+        ctx: Any,
+        hidden: torch.Tensor,
+        weight: torch.Tensor,
+        labels: torch.Tensor,
+        ignore_index: int,
+        reduction: str,
+        label_smoothing: float,
+        z_loss: float,
+        chunk_size: int,
+        n_valid: int,
+    ) -> torch.Tensor:
+        """Returns the scalar loss (float32); ``hidden (N, H)``, ``weight (V, H)``, ``labels (N,)``."""
+        return chunked_forward(
+            ctx, hidden, weight, labels, ignore_index, reduction, label_smoothing, z_loss, chunk_size,
+            n_valid, ce_chunk_triton,
+        )  # fmt: skip
+
+    @staticmethod
+    def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[Any, ...]:
+        """Gradients for ``hidden`` and ``weight``; ``None`` for the rest."""
+        return *chunked_backward(ctx, grad_output), *([None] * 7)
+
+
+def linear_cross_entropy_triton(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    ignore_index: int,
+    reduction: str,
+    label_smoothing: float,
+    z_loss: float,
+    chunk_size: int,
+    n_valid: int,
+) -> torch.Tensor:
+    """Triton linear cross-entropy on inputs validated by :func:`afnext_kernels.functional.linear_cross_entropy`.
+
+    Args:
+        hidden: ``(N, H)`` float16 / bfloat16 / float32.
+        weight: ``(V, H)``, ``hidden``'s dtype and device.
+        labels: ``(N,)`` int targets in ``[0, V)`` or ``ignore_index``.
+        ignore_index: Label that contributes nothing.
+        reduction: ``"mean"`` or ``"sum"``.
+        label_smoothing: ``eps`` in ``[0, 1]``.
+        z_loss: Coefficient of ``lse^2``.
+        chunk_size: Tokens per chunk.
+        n_valid: Tokens whose label is not ``ignore_index``.
+
+    Returns:
+        Scalar float32 loss.
+
+    Raises:
+        KernelUnavailableError: CPU tensors without the Triton interpreter, or a device Triton does not target.
+    """
+    check_device("linear_cross_entropy", hidden, sys.modules[__name__])
+    return LinearCrossEntropyFunction.apply(
+        hidden,
+        weight,
+        labels,
+        ignore_index,
+        reduction,
+        label_smoothing,
+        z_loss,
+        chunk_size,
+        n_valid,
+    )

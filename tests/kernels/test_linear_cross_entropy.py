@@ -1,4 +1,5 @@
-"""linear_cross_entropy (reference and Triton) against F.cross_entropy on fully materialised logits.
+"""linear_cross_entropy (``ops/linear_cross_entropy*.py``, reference and Triton) against F.cross_entropy on fully
+materialised logits; the LinearCrossEntropyLoss module.
 
 Tolerances: float32 loss and gradients within 1e-5 absolute (observed ~1e-7; both sides accumulate in
 float32); on GPU with 16-bit inputs the logits chunk is rounded to the input dtype as the naive path's
@@ -11,8 +12,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from afnext_kernels import linear_cross_entropy
-from afnext_kernels.errors import InputError
+from afnext_kernels import (
+    LinearCrossEntropyLoss,
+    linear_cross_entropy,
+    linear_cross_entropy_reference,
+)
+from afnext_kernels.errors import KernelInputError
 
 CASES = [
     pytest.param(37, 16, 1000, {}, id="mean"),
@@ -87,7 +92,27 @@ def test_reference_keeps_no_logits_for_backward():
 
 
 def test_out_of_range_label_is_refused():
-    with pytest.raises(InputError, match="outside"):
+    with pytest.raises(KernelInputError, match="outside"):
         linear_cross_entropy(
             torch.randn(3, 4), torch.randn(7, 4), torch.tensor([0, 7, -100]), impl="reference"
         )
+
+
+def test_loss_module_and_reference_match_the_function_bit_for_bit():
+    # LinearCrossEntropyLoss holds the settings and owns no parameters; the public reference is the same path.
+    gen = torch.Generator().manual_seed(0)
+    hidden = torch.randn(2, 9, 8, generator=gen)
+    weight = torch.randn(50, 8, generator=gen)
+    labels = torch.randint(0, 50, (2, 9), generator=gen)
+    labels[0, :3] = -1
+    settings = {"ignore_index": -1, "reduction": "sum", "label_smoothing": 0.1, "chunk_size": 5}
+    module = LinearCrossEntropyLoss(impl="reference", **settings)
+    want = linear_cross_entropy(hidden, weight, labels, impl="reference", **settings)
+    assert torch.equal(module(hidden, weight, labels), want)
+    assert torch.equal(
+        linear_cross_entropy_reference(
+            hidden.reshape(-1, 8), weight, labels.reshape(-1), **settings
+        ),
+        want,
+    )
+    assert list(module.parameters()) == [] and "reduction='sum'" in repr(module)

@@ -20,7 +20,7 @@ import math
 
 import torch
 
-from afnext_kernels.errors import InputError
+from afnext_kernels.errors import KernelInputError
 
 __all__ = ["rote_angles", "rote_inv_freq", "rote_reference"]
 
@@ -37,7 +37,7 @@ def rote_inv_freq(axis_dim: int, theta: float, device: torch.device | None = Non
         ``(axis_dim // 2,)`` float32.
     """
     if axis_dim % 2:
-        raise InputError(f"axis_dim must be even, got {axis_dim}")
+        raise KernelInputError(f"axis_dim must be even, got {axis_dim}")
     exponent = torch.arange(0, axis_dim, 2, dtype=torch.float32, device=device) / axis_dim
     return 1.0 / (theta**exponent)
 
@@ -104,7 +104,7 @@ def rote_reference(
     """
     rot_dim = 2 * axis_dim
     if hidden.shape[-1] < rot_dim:
-        raise InputError(
+        raise KernelInputError(
             f"hidden size {hidden.shape[-1]} is smaller than the rotated dims {rot_dim}"
         )
     angles = rote_angles(

@@ -1,4 +1,4 @@
-"""Chunked linear cross-entropy in plain PyTorch: the reference path, and the driver the Triton path shares.
+"""Chunked linear cross-entropy in plain PyTorch: the reference path, and the chunk driver the Triton path shares.
 
 ``loss = CE(hidden @ weight.T, labels)`` without materialising the ``(N, V)`` logits: tokens are processed in
 chunks of ``chunk_size`` rows, and because the gradient of each chunk's logits is known in closed form, the
@@ -12,6 +12,10 @@ Per token with logits ``x`` (float32), ``lse = logsumexp(x)``, label ``y``, smoo
 ``d loss / d x_j = softmax(x)_j (1 + 2 z lse) - (1 - eps) [j = y] - eps / V``. ``eps`` follows
 ``F.cross_entropy(label_smoothing=eps)``; ignored tokens contribute nothing and ``"mean"`` divides by the
 number of tokens that are not ignored (NaN when there are none, as ``F.cross_entropy``).
+
+The driver (:func:`chunked_forward`, :func:`chunked_backward`) takes the per-chunk loss / gradient as a function:
+:func:`ce_chunk_reference` here, the Triton kernel in :mod:`afnext_kernels.ops.linear_cross_entropy`, whose
+``LinearCrossEntropyFunction`` wraps the same driver.
 """
 
 from __future__ import annotations
@@ -22,8 +26,11 @@ from typing import Any
 import torch
 
 __all__ = [
-    "LinearCrossEntropyFunction",
+    "ChunkFn",
+    "LinearCrossEntropyReferenceFunction",
     "ce_chunk_reference",
+    "chunked_backward",
+    "chunked_forward",
     "default_chunk_size",
     "linear_cross_entropy_reference",
 ]
@@ -120,12 +127,94 @@ def _accumulate_grad_weight(
         grad_weight.addmm_(dlogits.t().float(), hidden.float())
 
 
-class LinearCrossEntropyFunction(torch.autograd.Function):
-    """Chunked linear cross-entropy whose forward computes the gradients (see the module docstring).
+def chunked_forward(
+    ctx: Any,
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    labels: torch.Tensor,
+    ignore_index: int,
+    reduction: str,
+    label_smoothing: float,
+    z_loss: float,
+    chunk_size: int,
+    n_valid: int,
+    chunk_fn: ChunkFn,
+) -> torch.Tensor:
+    """Forward of a linear cross-entropy autograd Function: the loss, with the gradients saved on ``ctx``.
 
-    The per-chunk loss / gradient is ``chunk_fn``: :func:`ce_chunk_reference` for the reference path, the
-    Triton kernel of :mod:`afnext_kernels.cross_entropy.triton_ce` for the Triton path.
+    Args:
+        ctx: The autograd context (its ``needs_input_grad`` says which gradients to compute).
+        hidden: ``(N, H)``.
+        weight: ``(V, H)``.
+        labels: ``(N,)`` int targets or ``ignore_index``.
+        ignore_index: Label that contributes nothing.
+        reduction: ``"mean"`` or ``"sum"``.
+        label_smoothing: ``eps`` in ``[0, 1]``.
+        z_loss: Coefficient of ``lse^2``.
+        chunk_size: Tokens per chunk.
+        n_valid: Tokens whose label is not ``ignore_index`` (counted by the caller, one host sync).
+        chunk_fn: Loss and logits-gradient of one chunk (see ``ChunkFn``).
+
+    Returns:
+        Scalar float32 loss.
     """
+    tokens = hidden.shape[0]
+    need_h, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+    need_grad = need_h or need_w
+    grad_scale = 1.0 / n_valid if reduction == "mean" and n_valid > 0 else 1.0
+    grad_hidden = torch.empty_like(hidden) if need_h else None
+    grad_weight = (
+        torch.zeros(weight.shape, device=weight.device, dtype=torch.float32) if need_w else None
+    )
+    total = torch.zeros((), device=hidden.device, dtype=torch.float32)
+    for start in range(0, tokens, chunk_size):
+        h = hidden[start : start + chunk_size]  # (C, H)
+        logits = h @ weight.t()  # (C, V) in the input dtype, accumulated in float32 by the matmul
+        loss, dlogits = chunk_fn(
+            logits, labels[start : start + chunk_size], ignore_index, label_smoothing, z_loss,
+            grad_scale, need_grad,
+        )  # fmt: skip
+        total += loss.sum()
+        if dlogits is not None:
+            if grad_hidden is not None:
+                torch.matmul(
+                    dlogits.to(weight.dtype),
+                    weight,
+                    out=grad_hidden[start : start + chunk_size],
+                )
+            if grad_weight is not None:
+                _accumulate_grad_weight(grad_weight, dlogits, h)
+        del logits, dlogits
+    if reduction == "mean":
+        total = total / n_valid if n_valid > 0 else torch.full_like(total, float("nan"))
+    ctx.save_for_backward(
+        grad_hidden if grad_hidden is not None else torch.empty(0),
+        grad_weight.to(weight.dtype) if grad_weight is not None else torch.empty(0),
+    )
+    ctx.has = (need_h, need_w)
+    return total
+
+
+def chunked_backward(
+    ctx: Any, grad_output: torch.Tensor
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """Backward of a linear cross-entropy autograd Function: the saved gradients scaled by ``grad_output``.
+
+    Returns:
+        ``d loss / d hidden`` ``(N, H)`` and ``d loss / d weight`` ``(V, H)``, each None where not needed.
+    """
+    grad_hidden, grad_weight = ctx.saved_tensors
+    need_h, need_w = ctx.has
+    if not torch.equal(grad_output, torch.ones_like(grad_output)):
+        # Out of place, so a second backward (retain_graph=True) still starts from the saved gradients.
+        scale = grad_output.to(torch.float32)
+        grad_hidden = (grad_hidden * scale).to(grad_hidden.dtype) if need_h else grad_hidden
+        grad_weight = (grad_weight * scale).to(grad_weight.dtype) if need_w else grad_weight
+    return grad_hidden if need_h else None, grad_weight if need_w else None
+
+
+class LinearCrossEntropyReferenceFunction(torch.autograd.Function):
+    """Chunked linear cross-entropy in PyTorch whose forward computes the gradients (see the module docstring)."""
 
     @staticmethod
     def forward(
@@ -138,59 +227,18 @@ class LinearCrossEntropyFunction(torch.autograd.Function):
         label_smoothing: float,
         z_loss: float,
         chunk_size: int,
-        chunk_fn: ChunkFn,
         n_valid: int,
     ) -> torch.Tensor:
-        """Returns the scalar loss (float32)."""
-        tokens = hidden.shape[0]
-        need_h, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        need_grad = need_h or need_w
-        grad_scale = 1.0 / n_valid if reduction == "mean" and n_valid > 0 else 1.0
-        grad_hidden = torch.empty_like(hidden) if need_h else None
-        grad_weight = (
-            torch.zeros(weight.shape, device=weight.device, dtype=torch.float32) if need_w else None
-        )
-        total = torch.zeros((), device=hidden.device, dtype=torch.float32)
-        for start in range(0, tokens, chunk_size):
-            h = hidden[start : start + chunk_size]  # (C, H)
-            logits = (
-                h @ weight.t()
-            )  # (C, V) in the input dtype, accumulated in float32 by the matmul
-            loss, dlogits = chunk_fn(
-                logits, labels[start : start + chunk_size], ignore_index, label_smoothing, z_loss,
-                grad_scale, need_grad,
-            )  # fmt: skip
-            total += loss.sum()
-            if dlogits is not None:
-                if grad_hidden is not None:
-                    torch.matmul(
-                        dlogits.to(weight.dtype),
-                        weight,
-                        out=grad_hidden[start : start + chunk_size],
-                    )
-                if grad_weight is not None:
-                    _accumulate_grad_weight(grad_weight, dlogits, h)
-            del logits, dlogits
-        if reduction == "mean":
-            total = total / n_valid if n_valid > 0 else torch.full_like(total, float("nan"))
-        ctx.save_for_backward(
-            grad_hidden if grad_hidden is not None else torch.empty(0),
-            grad_weight.to(weight.dtype) if grad_weight is not None else torch.empty(0),
-        )
-        ctx.has = (need_h, need_w)
-        return total
+        """Returns the scalar loss (float32); arguments as :func:`chunked_forward`."""
+        return chunked_forward(
+            ctx, hidden, weight, labels, ignore_index, reduction, label_smoothing, z_loss, chunk_size,
+            n_valid, ce_chunk_reference,
+        )  # fmt: skip
 
     @staticmethod
     def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[Any, ...]:
-        """Scale the gradients computed in the forward pass by ``grad_output``."""
-        grad_hidden, grad_weight = ctx.saved_tensors
-        need_h, need_w = ctx.has
-        if not torch.equal(grad_output, torch.ones_like(grad_output)):
-            # Out of place, so a second backward (retain_graph=True) still starts from the saved gradients.
-            scale = grad_output.to(torch.float32)
-            grad_hidden = (grad_hidden * scale).to(grad_hidden.dtype) if need_h else grad_hidden
-            grad_weight = (grad_weight * scale).to(grad_weight.dtype) if need_w else grad_weight
-        return grad_hidden if need_h else None, grad_weight if need_w else None, *([None] * 8)
+        """Gradients for ``hidden`` and ``weight``; ``None`` for the rest."""
+        return *chunked_backward(ctx, grad_output), *([None] * 7)
 
 
 def linear_cross_entropy_reference(
@@ -211,15 +259,6 @@ def linear_cross_entropy_reference(
     """
     n_valid = int((labels != ignore_index).sum())
     chunk = chunk_size or default_chunk_size(hidden.shape[0], weight.shape[0], weight.shape[1])
-    return LinearCrossEntropyFunction.apply(
-        hidden,
-        weight,
-        labels,
-        ignore_index,
-        reduction,
-        label_smoothing,
-        z_loss,
-        chunk,
-        ce_chunk_reference,
-        n_valid,
+    return LinearCrossEntropyReferenceFunction.apply(
+        hidden, weight, labels, ignore_index, reduction, label_smoothing, z_loss, chunk, n_valid
     )

@@ -15,7 +15,7 @@ import math
 
 import torch
 
-from afnext_kernels.errors import InputError
+from afnext_kernels.errors import KernelInputError
 
 __all__ = ["attention_mask_band", "flash_attn_varlen_reference"]
 
@@ -127,5 +127,5 @@ def flash_attn_varlen_reference(
     out = torch.cat(outs, dim=0).to(q.dtype)
     lse = torch.cat(lses, dim=1)
     if out.shape[0] != total_q:
-        raise InputError(f"cu_seqlens_q covers {out.shape[0]} query rows but q has {total_q}")
+        raise KernelInputError(f"cu_seqlens_q covers {out.shape[0]} query rows but q has {total_q}")
     return out, lse

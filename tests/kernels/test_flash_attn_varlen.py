@@ -1,4 +1,4 @@
-"""flash_attn_varlen (reference and Triton) against dense attention with an explicit mask.
+"""flash_attn_varlen (``ops/flash_attn_varlen*.py``, reference and Triton) against dense attention with an explicit mask.
 
 Tolerances (max abs error; inputs ~N(0, 1)): float32 1e-4 for outputs, log-sum-exp and gradients (the
 interpreter and the reference both accumulate in float32, observed ~2e-6); on GPU the 16-bit runs are judged
@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from afnext_kernels import flash_attn_varlen
-from afnext_kernels.errors import InputError
+from afnext_kernels.errors import KernelInputError
 
 # (lens_q, lens_k or None, heads, kv_heads, dim, causal, window)
 FAST_CASES = [
@@ -162,7 +162,7 @@ def test_bad_inputs_are_named(kwargs, match):
     kv_heads = kwargs.get("kv_heads", 2)
     q, k = torch.randn(10, 4, 8), torch.randn(10, kv_heads, 8)
     cu = torch.tensor(kwargs.get("cu", [0, 4, 10]), dtype=torch.int32)
-    with pytest.raises(InputError, match=match):
+    with pytest.raises(KernelInputError, match=match):
         flash_attn_varlen(
             q,
             k,

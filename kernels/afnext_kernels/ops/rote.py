@@ -1,6 +1,6 @@
-"""Triton kernels of the fused rotary time embedding (RoTE): angles from timestamps inside the kernel.
+"""Triton rotary time embedding (RoTE): kernels, autograd Function and launch code; angles formed in the kernel.
 
-The reference (:mod:`afnext_kernels.rote.reference`) materialises ``(W, T, 2 * axis_dim)`` float32 angles and
+The reference (:mod:`afnext_kernels.ops.rote_reference`) materialises ``(W, T, 2 * axis_dim)`` float32 angles and
 float64 cos / sin tables. Here one kernel launch reads the hidden states, the ``(W, T)`` timestamps and the
 ``axis_dim / 2`` inverse frequencies (cached per device), and each program forms its tokens' angles with the
 reference's float32 operations in the same order: ``a = -tau * 2 * pi`` per token,
@@ -26,6 +26,7 @@ import triton
 import triton.language as tl
 
 from afnext_kernels._triton import TunableKernel, check_device, interpreter_active
+from afnext_kernels.ops.rote_reference import rote_inv_freq
 
 INTERPRETED = interpreter_active()
 
@@ -122,8 +123,6 @@ _INV_FREQ: dict[tuple[int, float, torch.device], torch.Tensor] = {}
 
 def _inv_freq(axis_dim: int, theta: float, device: torch.device) -> torch.Tensor:
     """The reference's float32 inverse frequencies, built once per (axis_dim, theta, device)."""
-    from afnext_kernels.rote.reference import rote_inv_freq
-
     key = (axis_dim, float(theta), device)
     if key not in _INV_FREQ:
         _INV_FREQ[key] = rote_inv_freq(axis_dim, theta, device=device).contiguous()
@@ -187,7 +186,6 @@ class RoteFunction(torch.autograd.Function):
         max_positions: int,
     ) -> torch.Tensor:
         """``hidden (W, T, D)``, ``timestamps (W, T)`` -> ``(W, T, D)``."""
-        check_device("rote", hidden, sys.modules[__name__])
         windows, seq_len, width = hidden.shape
         x = hidden.reshape(windows * seq_len, width)  # (W*T, D)
         if x.stride(-1) != 1:
@@ -227,5 +225,21 @@ def rote_triton(
     theta: float = 1200.0,
     max_positions: int = 1200,
 ) -> torch.Tensor:
-    """Triton RoTE (validated inputs); see :func:`afnext_kernels.rote.reference.rote_reference`."""
+    """Triton RoTE on inputs validated by :func:`afnext_kernels.functional.rote`.
+
+    Args:
+        hidden: ``(W, T, D)`` encoder outputs, float16 / bfloat16 / float32.
+        timestamps: ``(W, T)`` seconds of each token.
+        window_duration: Seconds covered by one window.
+        axis_dim: Channels rotated per axis (even, ``2 * axis_dim <= D``).
+        theta: Rotary base.
+        max_positions: Normalisation of the position tables.
+
+    Returns:
+        ``(W, T, D)`` in ``hidden``'s dtype, as :func:`afnext_kernels.ops.rote_reference.rote_reference`.
+
+    Raises:
+        KernelUnavailableError: CPU tensors without the Triton interpreter, or a device Triton does not target.
+    """
+    check_device("rote", hidden, sys.modules[__name__])
     return RoteFunction.apply(hidden, timestamps, window_duration, axis_dim, theta, max_positions)
