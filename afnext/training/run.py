@@ -64,7 +64,9 @@ def build_model(cfg: DictConfig, init_from: str | Path | None = None) -> Any:
     from afnext.model import AudioLanguageModel
 
     if not init_from:
-        return instantiate(cfg.model, _convert_="all")
+        model = instantiate(cfg.model, _convert_="all")
+        _record_specs(model, cfg)
+        return model
     llm_cfg, enc_cfg = cfg.get("llm") or {}, cfg.get("encoder") or {}
     settings: dict[str, Any] = {}
     if llm_cfg.get("attn_implementation"):
@@ -80,6 +82,23 @@ def build_model(cfg: DictConfig, init_from: str | Path | None = None) -> Any:
     if llm_cfg.get("gradient_checkpointing"):
         model.llm.enable_activation_checkpointing()
     return model
+
+
+def _record_specs(model: Any, cfg: DictConfig) -> None:
+    """What a checkpoint rebuilds each component from, for a component class that records nothing itself (a
+    plugin's): its composed config, as Hydra instantiated it."""
+    from afnext.interop.components import COMPONENTS
+    from afnext.specs import record_spec, recorded_spec
+
+    for name in COMPONENTS:
+        part, part_cfg = getattr(model, name, None), cfg.model.get(name)
+        if part is None or part_cfg is None or recorded_spec(part) is not None:
+            continue
+        if hasattr(part, "checkpoint_spec"):
+            continue
+        spec = OmegaConf.to_container(part_cfg, resolve=True)
+        if isinstance(spec, dict) and "_target_" in spec and not spec.get("_partial_"):
+            record_spec(part, spec)
 
 
 def _make_logger(cfg: DictConfig, folder: Path, stage: Stage, run_name: str) -> Any:

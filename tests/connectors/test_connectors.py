@@ -84,3 +84,22 @@ def test_rote_matches_transformers_music_flamingo():
     torch.testing.assert_close(rote(hidden, window_index), expected, atol=0, rtol=0)
     # Channels past the rotated ones pass through.
     assert torch.equal(rote(hidden, window_index)[..., 32:], hidden[..., 32:])
+
+
+def test_rote_takes_any_width_rounding_the_rotated_channels_down_to_even(caplog):
+    """A plugin encoder of width 48 with the default factor 0.2: 9 channels per axis becomes 8, and the log
+    says so; a width with nothing to rotate is an error naming the factors that work and time_embedding=none."""
+    import logging
+
+    from afnext.errors import ConfigError
+
+    with caplog.at_level(logging.INFO, logger="afnext.connectors.rote"):
+        rote = RotaryTimeEmbedding(dim=48, frame_rate=25.0)
+    assert rote.axis_dim == 8 and "gives 9 channels per axis; rotating 8" in caplog.text
+    hidden = torch.randn(2, 10, 48)
+    out = rote(hidden, torch.tensor([0, 1]))
+    assert out.shape == hidden.shape and torch.equal(out[..., 16:], hidden[..., 16:])
+    with pytest.raises(ConfigError, match=r"factors from 0\.4 to 0\.4 work.*time_embedding=none"):
+        RotaryTimeEmbedding(dim=5, frame_rate=25.0)
+    with pytest.raises(ConfigError, match="partial_rotary_factor"):
+        RotaryTimeEmbedding(dim=40, frame_rate=25.0, partial_rotary_factor=0.8)
