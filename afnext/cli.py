@@ -73,14 +73,7 @@ def _cmd_info(argv: list[str]) -> int:
     cfg = compose_config("train", args.overrides)
     model = build_on_meta(cfg)
     counts = model.parameter_counts()
-    classes = {
-        "encoder": type(model.encoder).__name__,
-        "time_embedding": type(model.time_embedding).__name__ if model.time_embedding else "none",
-        "connector": type(model.connector).__name__,
-        "llm": f"{type(model.llm).__name__}({type(model.llm.base).__name__})",
-        "lora": "peft LoRA" if getattr(model.llm, "has_lora", False) else "none",
-        "all": type(model).__name__,
-    }
+    classes = model.part_classes()
     if args.json:
         print(
             json.dumps(

@@ -133,7 +133,8 @@ class AudioLanguageModel(nn.Module):
         # Parameters a component freezes by construction (Whisper's sinusoidal positions) stay frozen.
         self._fixed = {
             f"{part}.{n}"
-            for part in ("encoder", "time_embedding", "connector")
+            for part in COMPONENTS
+            if part != "llm"
             if getattr(self, part) is not None
             for n, p in getattr(self, part).named_parameters()
             if not p.requires_grad
@@ -210,6 +211,18 @@ class AudioLanguageModel(nn.Module):
             for name, param in self.part_parameters(part):
                 param.requires_grad_(part in parts and name not in self._fixed)
         self.trainable = parts
+
+    def part_classes(self) -> dict[str, str]:
+        """The class of each part (``none`` for an absent one), and ``all``: the model's, for summaries."""
+        classes = {}
+        for part in COMPONENTS:
+            module = getattr(self, part)
+            name = "none" if module is None else type(module).__name__
+            base = getattr(module, "base", None) if part == "llm" else None
+            classes[part] = f"{name}({type(base).__name__})" if base is not None else name
+        classes["lora"] = "peft LoRA" if getattr(self.llm, "has_lora", False) else "none"
+        classes["all"] = type(self).__name__
+        return classes
 
     def parameter_counts(self) -> dict[str, dict[str, int]]:
         """``{part: {"total": n, "trainable": n}}`` plus an ``all`` row."""

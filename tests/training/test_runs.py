@@ -432,3 +432,23 @@ def test_validate_prints_loss_and_accuracy_per_duration_bucket(tmp_path, capsys)
     } <= metrics.keys()
     assert metrics["val/samples/0.5-30s"] == 4  # the 4 one-second validation clips
     assert "0.5-30s" in out.err and "validation by audio duration" in out.err
+
+
+@pytest.mark.slow
+def test_a_sweep_runs_one_job_per_value(tmp_path):
+    """``afnext train ... -m key=a,b``: one run folder per value under the sweep's run name, each with the
+    value it was given."""
+    from afnext.cli import main
+
+    overrides = _overrides(
+        tmp_path, tmp_path / "unused", "trainer.max_steps=1", "trainer.val_check_interval=1"
+    )
+    overrides = [o for o in overrides if not o.startswith(("paths.run_dir=", "run_name="))]
+    overrides += [f"paths.runs_dir={tmp_path / 'runs'}", "run_name=sweep"]
+    assert main(["train", *overrides, "-m", "optim.lr.default=1e-3,3e-3"]) == 0
+    from omegaconf import OmegaConf
+
+    for job, lr in (("0", 1e-3), ("1", 3e-3)):
+        folder = tmp_path / "runs" / "sweep" / job
+        assert (folder / "final.json").is_file()
+        assert OmegaConf.load(folder / "config.yaml").optim.lr.default == pytest.approx(lr)
