@@ -110,6 +110,8 @@ class AudioLanguageModel(nn.Module):
         super().__init__()
         _check_components(encoder, time_embedding, connector, llm)
         self.loss_impl = loss_impl
+        # The ranks that share one sequence (set by the training strategy; see afnext.llms.sequence_parallel).
+        self.sequence_group: Any = None
         self.encoder = encoder
         self.time_embedding = time_embedding
         self.connector = connector
@@ -308,7 +310,16 @@ class AudioLanguageModel(nn.Module):
         param = next(self.encoder.parameters(), None)
         if param is not None:
             input_features = input_features.to(device=param.device, dtype=param.dtype)
-        hidden, mask = self.encoder(input_features, input_features_mask.to(input_features.device))
+        input_features_mask = input_features_mask.to(input_features.device)
+        if self.sequence_group is not None:
+            # Windows are independent: each rank of the group encodes its share, then all see all of them.
+            from afnext.llms.sequence_parallel import gather_windows, spread_windows
+
+            share, share_mask, total = spread_windows(input_features, input_features_mask, self.sequence_group)
+            hidden, mask = self.encoder(share, share_mask)
+            hidden, mask = gather_windows(hidden, mask, total, self.sequence_group)
+        else:
+            hidden, mask = self.encoder(input_features, input_features_mask)
         if self.time_embedding is not None:
             window_tokens = self.connector.output_lengths(mask.to(torch.long).sum(-1))
             window_index = self._window_index(input_ids, window_tokens.to(torch.long))
@@ -408,6 +419,13 @@ class AudioLanguageModel(nn.Module):
                 "give input_ids (with <sound> slots) together with input_features, not inputs_embeds"
             )
         idle = self.idle_audio_term() if idle_audio and input_features is None else None
+        if self.sequence_group is not None and labels is not None:
+            out = self._forward_sequence_parallel(
+                inputs_embeds, attention_mask, position_ids, labels, num_items_in_batch, return_row_losses
+            )
+            if idle is not None:
+                out.loss = out.loss + idle
+            return out
         attention_mask, packing = packed_attention_kwargs(
             self.llm.active_attn_implementation,
             position_ids,
@@ -463,6 +481,62 @@ class AudioLanguageModel(nn.Module):
             out.row_targets = (shift_labels(labels) != IGNORE_INDEX).sum(dim=1)
         if idle is not None and out.loss is not None:
             out.loss = out.loss + idle
+        return out
+
+    def _forward_sequence_parallel(
+        self,
+        embeds: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        position_ids: torch.Tensor | None,
+        labels: torch.Tensor,
+        num_items_in_batch: Any,
+        return_row_losses: bool,
+    ) -> Any:
+        """The loss of a batch whose sequence is split over :attr:`sequence_group`.
+
+        Everything that needs the whole row happens before the split: the audio splice, positions, packed
+        documents, the label shift. The loss covers this rank's tokens; it is divided by
+        ``num_items_in_batch``, or else by the target tokens of the whole group.
+        """
+        from transformers.modeling_outputs import CausalLMOutputWithPast
+
+        from afnext.llms.loss import IGNORE_INDEX, shift_labels, target_loss_sums
+        from afnext.llms.sequence_parallel import (
+            active_layout,
+            pack_row,
+            sequence_layout,
+            split_multiple,
+        )
+
+        group = self.sequence_group
+        row = pack_row(
+            embeds, attention_mask, position_ids, shift_labels(labels.to(embeds.device)), split_multiple(group)
+        )
+        layout = sequence_layout(group, row.cu_seqlens)
+        local = layout.local.to(embeds.device)
+        with active_layout(layout):
+            hidden = self.llm.hidden_states(
+                inputs_embeds=row.embeds[local][None],
+                attention_mask=None,
+                position_ids=row.positions[local][None],
+                use_cache=False,
+            )[0]  # (L_local, D)
+        targets, samples = row.targets[local], row.samples[local]
+        weight = self.llm.output_weight()
+        if num_items_in_batch is None:
+            count = (row.targets != IGNORE_INDEX).sum()  # every rank holds the whole row's targets
+            num_items_in_batch = count.clamp(min=1)
+        if return_row_losses:
+            sums = target_loss_sums(hidden, weight, targets, samples, labels.shape[0])
+            out = CausalLMOutputWithPast(loss=sums.sum() / num_items_in_batch, logits=None)
+            out.row_loss_sums = sums
+            out.row_targets = torch.stack(
+                [((targets != IGNORE_INDEX) & (samples == b)).sum() for b in range(labels.shape[0])]
+            )
+            return out
+        total = target_loss_sums(hidden, weight, targets)[0]
+        out = CausalLMOutputWithPast(loss=total / num_items_in_batch, logits=None)
+        out.num_targets = (targets != IGNORE_INDEX).sum()  # this rank's share of the row's targets
         return out
 
     def idle_audio_term(self) -> torch.Tensor:

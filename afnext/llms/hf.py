@@ -197,6 +197,14 @@ class HFCausalLM(nn.Module, metaclass=RecordsSpec):
         )
         return sorted(ids)
 
+    def use_sequence_parallel_attention(self) -> None:
+        """Run attention through :mod:`afnext.llms.sequence_parallel` (afnext's varlen attention, with Ulysses /
+        Ring around it while a sequence-parallel forward is active). A runtime setting: checkpoints keep the
+        configured back end."""
+        from afnext.llms.sequence_parallel import register_sequence_parallel_attention
+
+        self.base.set_attn_implementation(register_sequence_parallel_attention())
+
     def enable_activation_checkpointing(self) -> None:
         """Recompute each decoder layer's activations in the backward (transformers' checkpointing)."""
         enable_checkpointing(self.base)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["IGNORE_INDEX", "next_token_loss", "shift_labels"]
+__all__ = ["IGNORE_INDEX", "next_token_loss", "shift_labels", "target_loss_sums"]
 
 IGNORE_INDEX = -100
 
@@ -22,6 +22,53 @@ IGNORE_INDEX = -100
 def shift_labels(labels: torch.Tensor) -> torch.Tensor:
     """``(B, L)`` targets of each position: the next position's label, ``-100`` after a row's last token."""
     return torch.nn.functional.pad(labels[:, 1:], (0, 1), value=IGNORE_INDEX)
+
+
+def target_loss_sums(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    targets: torch.Tensor,
+    groups: torch.Tensor | None = None,
+    num_groups: int = 1,
+    *,
+    impl: str = "auto",
+) -> torch.Tensor:
+    """Summed cross-entropy of ``hidden @ weight.T`` against already-shifted ``targets``, per group of positions.
+
+    Args:
+        hidden: ``(N, D)`` hidden states.
+        weight: ``(V, D)`` LM-head weight.
+        targets: ``(N,)`` targets (``-100`` where none).
+        groups: ``(N,)`` group of each position (a sample), or None for one group.
+        num_groups: How many groups.
+        impl: Kernel implementation.
+
+    Returns:
+        ``(num_groups,)`` float32 sums (0 for a group without targets, with gradients that still reach ``hidden``
+        and ``weight``).
+    """
+    from afnext_kernels import linear_cross_entropy
+
+    keep = targets != IGNORE_INDEX
+    rows, kept = hidden[keep], targets[keep]
+    device_type = hidden.device.type
+    if torch.is_autocast_enabled(device_type):
+        dtype = torch.get_autocast_dtype(device_type)
+        rows, weight = rows.to(dtype), weight.to(dtype)
+    elif rows.dtype != weight.dtype:
+        rows = rows.to(weight.dtype)
+    with torch.autocast(device_type, enabled=False):
+        if groups is None:
+            return linear_cross_entropy(rows, weight, kept, reduction="sum", impl=impl)[None]
+        owners = groups[keep]
+        return torch.stack(
+            [
+                linear_cross_entropy(
+                    rows[owners == g], weight, kept[owners == g], reduction="sum", impl=impl
+                )
+                for g in range(num_groups)
+            ]
+        )
 
 
 def next_token_loss(

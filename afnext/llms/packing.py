@@ -27,7 +27,12 @@ from afnext.errors import ConfigError, InputError
 
 __all__ = ["MASK_PACKING", "VARLEN_PACKING", "document_starts", "packed_attention_kwargs"]
 
-VARLEN_PACKING = ("afnext_varlen", "flash_attention_2", "flash_attention_3")
+VARLEN_PACKING = (
+    "afnext_varlen",
+    "afnext_sequence_parallel",
+    "flash_attention_2",
+    "flash_attention_3",
+)
 """Back ends that read ``cu_seq_lens_q/k`` (packed documents in one varlen call)."""
 MASK_PACKING = ("sdpa", "eager", "flex_attention")
 """Back ends for which transformers builds a block-diagonal mask from restarting ``position_ids``."""

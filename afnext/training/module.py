@@ -196,6 +196,14 @@ class AudioLanguageModule(pl.LightningModule):
 
         strategy = self._trainer.strategy if self._trainer is not None else None
         if isinstance(strategy, FSDP2Strategy):
+            group = strategy.sequence_group()
+            if group is not None and self.model.sequence_group is None:
+                from afnext.llms.sequence_parallel import check_heads
+
+                heads = int(self.model.llm.config.num_attention_heads)
+                check_heads(heads, group.ulysses_size, type(self.model.llm.base).__name__)
+                self.model.sequence_group = group
+                self.model.llm.use_sequence_parallel_attention()
             strategy.shard(self.model)
 
     def part_lr(self, part: str) -> float:
@@ -271,7 +279,10 @@ class AudioLanguageModule(pl.LightningModule):
     def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> torch.Tensor:
         inputs = self.model_inputs(batch)
         out = self.model(**inputs, num_items_in_batch=self.token_scale)
-        targets = (shift_labels(inputs["labels"]) != IGNORE_INDEX).sum()
+        # The targets this rank's loss covers (under sequence parallelism, its share of the row's).
+        targets = getattr(out, "num_targets", None)
+        if targets is None:
+            targets = (shift_labels(inputs["labels"]) != IGNORE_INDEX).sum()
         step = torch.stack([out.loss.detach().double() * self.token_scale, targets.double()])
         self._window = step if self._window is None else self._window + step  # no host sync here
         if self._step_start is not None and not self._empty(batch):
@@ -330,10 +341,18 @@ class AudioLanguageModule(pl.LightningModule):
         out = self.model(**self.model_inputs(batch), return_row_losses=True)
         if not self._empty(batch):
             durations = _durations(batch)
-            self.val_totals.add_losses(durations, out.row_loss_sums, out.row_targets)
+            self.val_totals.add_losses(
+                durations, out.row_loss_sums, out.row_targets, count_samples=self._first_of_sequence
+            )
         if batch_idx < self.generate_batches:
             self._answer(batch)
         return out.loss
+
+    @property
+    def _first_of_sequence(self) -> bool:
+        """This rank counts its batch's samples (in a sequence-parallel group, only the group's first does)."""
+        group = getattr(self.model, "sequence_group", None)
+        return group is None or group.rank == 0
 
     def _sharded(self) -> bool:
         from torch.distributed.fsdp import FSDPModule
@@ -365,7 +384,7 @@ class AudioLanguageModule(pl.LightningModule):
         finally:
             if sharded:
                 self.model.reshard()
-        if empty:
+        if empty or not self._first_of_sequence:  # the group's other ranks answered the same questions
             return
         predictions = tokenizer.batch_decode(generated, skip_special_tokens=True)
         references = [tokenizer.decode(t, skip_special_tokens=True) for t in targets]

@@ -157,7 +157,7 @@ def build_stage(cfg: DictConfig, stage: Stage, folder: Path, model: Any) -> tupl
     ]
     logger = _make_logger(cfg, folder, stage, str(cfg.run_name))
     trainer = instantiate(
-        cfg.trainer,
+        _trainer_config(cfg.trainer),
         default_root_dir=str(folder),
         max_steps=stage.max_steps,
         logger=logger,
@@ -169,6 +169,30 @@ def build_stage(cfg: DictConfig, stage: Stage, folder: Path, model: Any) -> tupl
         # Atomic single-file checkpoints; FSDP2 writes its sharded ones atomically itself.
         trainer.strategy.checkpoint_io = AtomicCheckpointIO()
     return module, datamodule, trainer
+
+
+def _trainer_config(trainer: DictConfig) -> DictConfig:
+    """The Lightning ``Trainer`` config: afnext's own keys (``sequence_parallel``, ``ring_size``) taken out; with
+    sequence parallelism the strategy is FSDP2 on a (data_parallel, sequence_parallel) mesh."""
+    cfg = OmegaConf.to_container(trainer, resolve=True)
+    sp, ring = int(cfg.pop("sequence_parallel", 1) or 1), int(cfg.pop("ring_size", 1) or 1)
+    strategy = cfg.get("strategy")
+    is_fsdp2 = isinstance(strategy, dict) and str(strategy.get("_target_", "")).endswith("FSDP2Strategy")
+    if sp > 1 or ring > 1:
+        if is_fsdp2:
+            strategy.update(sequence_parallel=sp, ring_size=ring)
+        elif strategy not in (None, "auto"):
+            raise ConfigError(
+                f"trainer.sequence_parallel={sp} needs the FSDP2 strategy (trainer=fsdp), not trainer.strategy="
+                f"{strategy}"
+            )
+        else:
+            cfg["strategy"] = {
+                "_target_": "afnext.training.strategy.FSDP2Strategy",
+                "sequence_parallel": sp,
+                "ring_size": ring,
+            }
+    return OmegaConf.create(cfg)
 
 
 def _set_dtypes(model: Any, cfg: DictConfig, trainer: Any) -> None:

@@ -91,8 +91,14 @@ def full_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
 class FSDP2Strategy(ModelParallelStrategy):
     """Lightning strategy: FSDP2 over a ``(data_parallel, sequence_parallel)`` device mesh.
 
+    Parameters are sharded over every rank (the data-parallel and the sequence-parallel dimensions together, as
+    torchtitan shards over ``dp_shard x cp``): the ranks of a sequence-parallel group hold parts of the same rows,
+    so their gradients add up like those of data-parallel ranks.
+
     Args:
         sequence_parallel: Ranks that share one sequence (the mesh's second dimension); must divide the world.
+        ring_size: Of those, how many form a ring (Ring attention across them; Ulysses within each of the
+            ``sequence_parallel / ring_size`` groups); must divide ``sequence_parallel``.
         reshard_after_forward: See :func:`shard_model`.
         save_distributed_checkpoint: One shard per rank (True) or one full file written by rank 0.
         process_group_backend: ``nccl`` / ``gloo`` (default: by device).
@@ -102,13 +108,17 @@ class FSDP2Strategy(ModelParallelStrategy):
     def __init__(
         self,
         sequence_parallel: int = 1,
+        ring_size: int = 1,
         reshard_after_forward: bool = True,
         save_distributed_checkpoint: bool = True,
         process_group_backend: str | None = None,
         timeout: timedelta | None = default_pg_timeout,
     ) -> None:
-        if int(sequence_parallel) < 1:
-            raise ConfigError(f"trainer.sequence_parallel={sequence_parallel} must be at least 1")
+        if int(sequence_parallel) < 1 or int(ring_size) < 1 or int(sequence_parallel) % int(ring_size):
+            raise ConfigError(
+                f"trainer.sequence_parallel={sequence_parallel} and trainer.ring_size={ring_size}: both must be "
+                "at least 1 and ring_size must divide sequence_parallel (Ulysses degree = their ratio)"
+            )
         super().__init__(
             data_parallel_size="auto",
             tensor_parallel_size=int(sequence_parallel),
@@ -117,7 +127,10 @@ class FSDP2Strategy(ModelParallelStrategy):
             timeout=timeout,
         )
         self.sequence_parallel = int(sequence_parallel)
+        self.ring_size = int(ring_size)
         self.reshard_after_forward = reshard_after_forward
+        self._shard_mesh: Any = None
+        self._sequence_mesh: Any = None
 
     def setup_environment(self) -> None:
         from torch.distributed.device_mesh import init_device_mesh
@@ -130,11 +143,16 @@ class FSDP2Strategy(ModelParallelStrategy):
                 f"(trainer.devices x trainer.num_nodes); pick a divisor of {world}"
             )
         self._data_parallel_size, self._tensor_parallel_size = world // sp, sp
+        device = self.root_device.type
         self._device_mesh = init_device_mesh(
-            self.root_device.type,
-            (world // sp, sp),
-            mesh_dim_names=("data_parallel", "sequence_parallel"),
+            device, (world // sp, sp), mesh_dim_names=("data_parallel", "sequence_parallel")
         )
+        self._shard_mesh = init_device_mesh(device, (world,), mesh_dim_names=("shard",))
+        if sp > 1:
+            ring = self.ring_size
+            self._sequence_mesh = init_device_mesh(
+                device, (world // sp, ring, sp // ring), mesh_dim_names=("data_parallel", "ring", "ulysses")
+            )
         assert self.lightning_module is not None
         self.lightning_module._device_mesh = self._device_mesh
 
@@ -143,15 +161,29 @@ class FSDP2Strategy(ModelParallelStrategy):
         """Dtype of the gathered parameters: the trainer precision's 16-bit type, else None (float32)."""
         return _PRECISION_DTYPES.get(str(getattr(self.precision_plugin, "precision", "")))
 
+    def sequence_group(self) -> Any:
+        """This rank's :class:`afnext.llms.sequence_parallel.SequenceGroup` (None without sequence parallelism)."""
+        if self.sequence_parallel == 1:
+            return None
+        from afnext.llms.sequence_parallel import SequenceGroup
+
+        mesh = self._sequence_mesh
+        ulysses, ring = mesh["ulysses"], mesh["ring"]
+        return SequenceGroup(
+            ulysses=ulysses.get_group() if ulysses.size() > 1 else None,
+            ulysses_size=ulysses.size(),
+            ulysses_rank=ulysses.get_local_rank(),
+            ring=ring.get_group() if ring.size() > 1 else None,
+            ring_size=ring.size(),
+            ring_rank=ring.get_local_rank(),
+            group=self.device_mesh["sequence_parallel"].get_group(),
+        )
+
     def shard(self, model: nn.Module) -> nn.Module:
-        """Shard ``model`` over the data-parallel ranks (called from ``LightningModule.configure_model``)."""
-        if self.sequence_parallel > 1:
-            raise ConfigError(
-                "trainer.sequence_parallel > 1 is not available yet; use trainer.sequence_parallel=1"
-            )
+        """Shard ``model`` over every rank (called from ``LightningModule.configure_model``)."""
         return shard_model(
             model,
-            self.device_mesh["data_parallel"],
+            self._shard_mesh,
             param_dtype=self.compute_dtype,
             reshard_after_forward=self.reshard_after_forward,
         )

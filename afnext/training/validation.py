@@ -61,15 +61,21 @@ class ValidationTotals:
         self.sums = torch.zeros(len(buckets), 5, dtype=torch.float64)
 
     def add_losses(
-        self, durations: Sequence[float], loss_sums: torch.Tensor, targets: torch.Tensor
+        self,
+        durations: Sequence[float],
+        loss_sums: torch.Tensor,
+        targets: torch.Tensor,
+        count_samples: bool = True,
     ) -> None:
-        """Add each sample's summed token loss and target tokens (one row per sample)."""
+        """Add each sample's summed token loss and target tokens (one row per sample); ``count_samples=False``
+        where another rank of a sequence-parallel group counts the same samples (its share of their tokens
+        still adds up)."""
         loss_sums, targets = loss_sums.detach().double().cpu(), targets.detach().double().cpu()
         for seconds, loss, count in zip(durations, loss_sums.tolist(), targets.tolist()):
             row = self.sums[self.buckets.index(seconds)]
             row[_LOSS] += loss
             row[_TARGETS] += count
-            row[_SAMPLES] += 1
+            row[_SAMPLES] += float(count_samples)
 
     def add_answers(self, durations: Sequence[float], correct: Sequence[bool]) -> None:
         """Add the scored answers of some samples."""

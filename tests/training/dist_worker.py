@@ -6,6 +6,8 @@
 CONFIG: ``{"strategy": "ddp" | "fsdp", "loss_impl": ..., "micro_batches": [[[0, 1], [2]], [[3], "skip"]],
 "out": PATH}``: per rank, its micro-batches in order, each a list of sample indices (``tests.test_packing.samples``)
 or ``"skip"`` (a batch whose samples were all skipped); every rank has the same number (the accumulation steps).
+Optional: ``"sequence_parallel"``, ``"ring_size"`` (FSDP2; the ranks of a group get the same micro-batches),
+``"pack"`` (several samples per row), ``"nproc"`` (processes).
 """
 
 from __future__ import annotations
@@ -59,7 +61,10 @@ def main(path: str) -> None:
     world = int(os.environ["WORLD_SIZE"])
     model = build(LLMS["qwen2"], "sdpa", loss_impl=cfg["loss_impl"])
     items = samples(model)
-    collate = Collator(model.llm.tokenizer.pad_token_id)
+    pack = cfg.get("pack", False)
+    collate = Collator(
+        model.llm.tokenizer.pad_token_id, pack=pack, max_length=400 if pack else None
+    )
     batches = [
         collate(
             [Skipped("x:1", "missing_file", "gone")] if mb == "skip" else [items[i] for i in mb]
@@ -69,7 +74,13 @@ def main(path: str) -> None:
     module = GradProbe(
         model, trainable=("encoder", "connector", "llm"), lr=1e-3, generate_batches=0
     )
-    strategy = FSDP2Strategy() if cfg["strategy"] == "fsdp" else "ddp"
+    strategy = (
+        FSDP2Strategy(
+            sequence_parallel=cfg.get("sequence_parallel", 1), ring_size=cfg.get("ring_size", 1)
+        )
+        if cfg["strategy"] == "fsdp"
+        else "ddp"
+    )
     trainer = pl.Trainer(
         accelerator="cpu",
         devices=world,

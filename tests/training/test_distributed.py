@@ -43,7 +43,7 @@ def run_worker(tmp_path: Path, **cfg) -> dict:
     config = tmp_path / "config.json"
     config.write_text(json.dumps({**cfg, "out": str(out)}))
     command = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(cfg.get("nproc", 2)),
         "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
         "-m", "tests.training.dist_worker", str(config),
     ]  # fmt: skip
@@ -71,12 +71,12 @@ def reference(micro_batches: list, loss_impl: str = "naive") -> tuple[float, dic
     return float(loss), grads
 
 
-def assert_same(probe: dict, expected: tuple[float, dict]) -> None:
+def assert_same(probe: dict, expected: tuple[float, dict], rtol: float = 1e-4) -> None:
     loss, grads = expected
     assert probe["loss"] == pytest.approx(loss, rel=1e-5)
     assert probe["grads"].keys() == grads.keys()
     for name, grad in grads.items():
-        torch.testing.assert_close(probe["grads"][name], grad, rtol=1e-4, atol=1e-6, msg=name)
+        torch.testing.assert_close(probe["grads"][name], grad, rtol=rtol, atol=1e-6, msg=name)
 
 
 # Sample 1 is text-only; the others have audio and differ in length, so micro-batches are uneven in tokens.
@@ -122,3 +122,27 @@ def test_the_reference_differs_from_a_mean_of_micro_batch_means():
         if p.grad is not None and n.startswith("llm.")
     ]
     assert max(diffs) > 1e-2
+
+
+PACKED = [
+    [0, 1, 2],
+    [3, 4],
+]  # two micro-batches, rows packed with several samples each (audio, text-only)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+@pytest.mark.parametrize(
+    ("sequence_parallel", "ring_size"),
+    [(2, 1), (2, 2), (4, 2)],
+    ids=["ulysses-2", "ring-2", "hybrid-2x2"],
+)
+def test_sequence_parallel_equals_one_process(tmp_path, sequence_parallel, ring_size):
+    """One packed row (several samples, audio, GQA: 4 query / 2 key-value heads, float32) split over the group:
+    Ulysses, Ring and both give the loss and the gradients of one process."""
+    micro = [PACKED] * sequence_parallel  # the ranks of the group share the batch
+    probe = run_worker(
+        tmp_path, strategy="fsdp", loss_impl="fused", micro_batches=micro, pack=True,
+        sequence_parallel=sequence_parallel, ring_size=ring_size, nproc=sequence_parallel,
+    )  # fmt: skip
+    assert_same(probe, reference([PACKED]), rtol=1e-5)

@@ -131,3 +131,23 @@ def test_sigkill_during_fsdp2_resumes_to_the_uninterrupted_weights(tmp_path):
     assert expected.keys() == got.keys()
     for name in expected:
         torch.testing.assert_close(got[name], expected[name], rtol=0, atol=1e-6, msg=name)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)
+def test_sequence_parallel_on_two_processes_gives_the_losses_of_one_process(tmp_path):
+    """The contract: ``trainer.devices=2 trainer.sequence_parallel=2`` (each row split over the 2 ranks, the
+    same batches on both) gives the per-step losses of ``trainer.devices=1``."""
+    from afnext.training.run import train
+
+    steps = ["trainer.max_steps=5", "trainer.val_check_interval=5"]
+    split = tmp_path / "runs" / "split"
+    log = tmp_path / "split.log"
+    sp = ["trainer.accelerator=cpu", "trainer.devices=2", "trainer.sequence_parallel=2"]
+    _finish(_launch(_overrides(tmp_path, split, *steps, *sp), log), log)
+    single = tmp_path / "runs" / "single"
+    train(compose_config("train", _overrides(tmp_path, single, *steps)))
+    got, expected = _losses(split), _losses(single)
+    assert len(got) == len(expected) == 5
+    for a, b in zip(got, expected):
+        assert a == pytest.approx(b, rel=1e-4)
