@@ -154,6 +154,7 @@ class AudioDataModule(pl.LightningDataModule):
         self.pin_memory, self.persistent_workers = pin_memory, persistent_workers
         self.resample_backend = resample_backend
         self.processor: Any | None = None
+        self.dims: Any | None = None
         self.datasets: dict[str, ManifestDataset] = {}
         self.skipped: dict[str, Counter[str]] = {}
         self._printed = 0
@@ -163,11 +164,13 @@ class AudioDataModule(pl.LightningDataModule):
     # ----------------------------------------------------------------------------------------------
     # Set-up
     # ----------------------------------------------------------------------------------------------
-    def attach_processor(self, processor: Any) -> None:
+    def attach_processor(self, processor: Any, dims: Any = None) -> None:
         """Use the model's :class:`~afnext.data.processor.AudioProcessor` (right padding is used for batches),
-        resampling with ``data.resample_backend``."""
+        resampling with ``data.resample_backend``; with the model's :class:`~afnext.data.cost.ModelDims`, training
+        batches are balanced over data-parallel ranks by their estimated work."""
         processor.resample_backend = self.resample_backend
         self.processor = processor
+        self.dims = dims
         for dataset in self.datasets.values():
             dataset.processor = processor
 
@@ -259,6 +262,7 @@ class AudioDataModule(pl.LightningDataModule):
             mixture=mixture,
             windows=self._windows(dataset),
             max_windows=self.max_windows_per_batch,
+            cost=self._cost(dataset),
         )
         # Workers and Lightning prefetch: record() advances the position per batch the main process gets.
         sampler.count_on_yield = False
@@ -269,6 +273,21 @@ class AudioDataModule(pl.LightningDataModule):
         loader = self._loader(dataset, sampler, ResumableDataLoader, pack=self.pack)
         assert isinstance(loader, ResumableDataLoader)
         return loader
+
+    def _cost(self, dataset: ManifestDataset) -> Any:
+        """``batch -> estimated work`` from the samples' durations (None without the model's sizes)."""
+        if self.dims is None:
+            return None
+        from afnext.data.cost import step_flops
+
+        dims, durations = self.dims, dataset.durations
+        tokens = [dims.tokens_for_seconds(d) for d in durations]
+        windows = [dims.windows_for_seconds(d) if d > 0 else 0 for d in durations]
+
+        def cost(batch: list[int]) -> float:
+            return step_flops(dims, [tokens[i] for i in batch], sum(windows[i] for i in batch))
+
+        return cost
 
     def _windows(self, dataset: ManifestDataset) -> list[int] | None:
         if self.max_windows_per_batch is None:

@@ -21,7 +21,7 @@ calls :meth:`advance` per batch it receives; iterated directly, position counts 
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
@@ -192,6 +192,9 @@ class DurationBucketBatchSampler(_Resumable, Sampler[list[int]]):
         stratified: Without ``shuffle``: order the batches so that every prefix spreads over the duration range
             (the median batch first, then the quartiles, ...) instead of shortest first; validation with
             ``limit_val_batches`` then sees long audio too.
+        cost: ``batch indices -> work`` (:func:`afnext.data.cost.step_flops`). With several ranks, each
+            optimizer step's batches are ones of similar work (batches sorted by work, dealt in steps of
+            ``num_replicas``, the steps shuffled), so no rank waits on one that holds a 30-minute sample.
 
     Raises:
         ConfigError: Neither cap is set, a cap is not positive, or ``rank`` is outside ``num_replicas``.
@@ -214,6 +217,7 @@ class DurationBucketBatchSampler(_Resumable, Sampler[list[int]]):
         windows: Sequence[int] | None = None,
         max_windows: int | None = None,
         stratified: bool = False,
+        cost: Callable[[list[int]], float] | None = None,
     ) -> None:
         super().__init__(seed)
         if batch_size is None and max_batch_seconds is None:
@@ -242,6 +246,7 @@ class DurationBucketBatchSampler(_Resumable, Sampler[list[int]]):
         self.windows = None if windows is None else [int(w) for w in windows]
         self.max_windows = max_windows
         self.stratified = stratified
+        self.cost = cost
         self._cache: tuple[int, list[list[int]]] | None = None
 
     def _fill(self, indices: list[int]) -> list[list[int]]:
@@ -303,9 +308,23 @@ class DurationBucketBatchSampler(_Resumable, Sampler[list[int]]):
             else:
                 missing = -len(batches) % replicas
                 batches = batches + [batches[j % len(batches)] for j in range(missing)]
+            if self.cost is not None:
+                batches = self._balance(batches, epoch)
         mine = batches[self.rank :: replicas]
         self._cache = (epoch, mine)
         return mine
+
+    def _balance(self, batches: list[list[int]], epoch: int) -> list[list[int]]:
+        """Steps of ``num_replicas`` batches of similar work (sorted by work), in shuffled step order."""
+        assert self.cost is not None
+        ranked = sorted(batches, key=self.cost)
+        steps = [
+            ranked[i : i + self.num_replicas] for i in range(0, len(ranked), self.num_replicas)
+        ]
+        if self.shuffle:
+            gen = _generator(self.seed, epoch, salt=2)
+            steps = [steps[j] for j in torch.randperm(len(steps), generator=gen).tolist()]
+        return [batch for step in steps for batch in step]
 
     @property
     def sampler(self) -> DurationBucketBatchSampler:

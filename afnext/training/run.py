@@ -151,7 +151,9 @@ def build_stage(cfg: DictConfig, stage: Stage, folder: Path, model: Any) -> tupl
     processor = AudioProcessor.from_model(
         model, padding_side="right", max_seconds=stage.max_audio_seconds
     )
-    datamodule.attach_processor(processor)
+    from afnext.data.cost import ModelDims
+
+    datamodule.attach_processor(processor, ModelDims.from_model(model))
     callbacks = [
         instantiate(c, _convert_="all") for c in (cfg.get("callbacks") or {}).values() if c
     ]

@@ -159,3 +159,35 @@ def test_position_counts_consumed_batches_when_told():
     other = DurationBucketBatchSampler(_durations(40), batch_size=4, seed=1)
     with pytest.raises(ConfigError, match="same seed"):
         other.load_state_dict(sampler.state_dict())
+
+
+def test_ranks_get_batches_of_similar_work_at_each_step():
+    """With a work estimate, each step's batches (one per rank) are ones of similar work: the batch holding a
+    long sample is paired with the next heaviest, not with a short one."""
+    from afnext.data.sampler import DurationBucketBatchSampler
+
+    durations = [1.0] * 14 + [1800.0, 900.0]
+    work = {i: d * d for i, d in enumerate(durations)}  # attention-like: quadratic in length
+
+    def cost(batch):
+        return sum(work[i] for i in batch)
+
+    plain = [
+        DurationBucketBatchSampler(durations, batch_size=1, num_replicas=2, rank=r, seed=3)
+        for r in range(2)
+    ]
+    balanced = [
+        DurationBucketBatchSampler(
+            durations, batch_size=1, num_replicas=2, rank=r, seed=3, cost=cost
+        )
+        for r in range(2)
+    ]
+
+    def worst_wait(samplers):
+        a, b = (s.epoch_batches(0) for s in samplers)
+        return max(abs(cost(x) - cost(y)) for x, y in zip(a, b))
+
+    assert worst_wait(balanced) == 1800.0**2 - 900.0**2  # the two long samples share a step
+    assert worst_wait(plain) > worst_wait(balanced)
+    seen = sorted(i for s in balanced for batch in s.epoch_batches(0) for i in batch)
+    assert seen == list(range(16))  # every sample once
