@@ -36,7 +36,10 @@ from afnext.storage import atomic_write_text
 
 __all__ = ["BuildReport", "assign_splits", "build_dataset", "manifest_lines"]
 
-MODES = ("think", "instruct", "both")
+MODES = ("think", "instruct", "both", "grpo")
+"""``think``: the gpt turn is the chain then the answer; ``instruct``: the answer alone; ``both``: a line of each;
+``grpo``: prompts for GRPO stages: the human turn only, with the ``answer``, ``choices``, ``timeline`` and
+``evidence`` the rewards score completions against."""
 _SAFE_ID = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -97,16 +100,16 @@ def manifest_lines(
     modes = ("think", "instruct") if mode == "both" else (mode,)
     for k, sample in enumerate(samples):
         for m in modes:
-            target = sample.think_text() if m == "think" else sample.answer
+            turns = [{"from": "human", "value": f"<sound>\n{sample.question}"}]
+            if m != "grpo":  # a GRPO prompt has no reference turn: the policy writes it
+                target = sample.think_text() if m == "think" else sample.answer
+                turns.append({"from": "gpt", "value": target})
             lines.append(
                 {
                     "id": f"{safe}-{k}" + (f"-{m}" if mode == "both" else ""),
                     "sound": sound,
                     "duration": round(item.timeline.duration, 3),
-                    "conversations": [
-                        {"from": "human", "value": f"<sound>\n{sample.question}"},
-                        {"from": "gpt", "value": target},
-                    ],
+                    "conversations": turns,
                     "timeline": timeline,
                     "question_type": sample.question_type,
                     "answer": sample.answer,
@@ -275,7 +278,9 @@ def _merge(
 def _preview(lines: list[dict]) -> str:
     blocks = ["# Dataset preview\n\nOne sample per question type.\n"]
     for line in lines:
-        human, gpt = (c["value"] for c in line["conversations"])
+        turns = [c["value"] for c in line["conversations"]]
+        human = turns[0]
+        gpt = turns[1] if len(turns) > 1 else f"(GRPO prompt; answer: {line['answer']})"
         blocks.append(
             f"## {line['question_type']} ({line['id']}, {line['split']}, {line['duration']} s)\n\n"
             f"**Audio:** `{line['sound']}`\n\n**Human:**\n```\n{human}\n```\n\n"
@@ -305,7 +310,8 @@ def build_dataset(
         source: Gives ids, timelines and audio (``conf/reasoning/source``).
         out: Output folder.
         seed: Seeds splits and each item's generator randomness.
-        mode: ``think`` (``<think>`` chain then answer), ``instruct`` (plain answers) or ``both``.
+        mode: ``think`` (``<think>`` chain then answer), ``instruct`` (plain answers), ``both``, or ``grpo``
+            (prompts with their answer, options and timeline, no answer turn: the data of GRPO stages).
         splits: ``{split name: fraction}``; default ``train 0.8, val 0.1, test 0.1``.
         shard_size: Items per shard (the unit of resuming).
         shard: Build only this shard (0-based), for several processes; ``None`` builds all. The splits

@@ -16,7 +16,7 @@ from typing import Any
 
 from afnext.errors import ConfigError
 
-__all__ = ["Stage", "plan_stages", "stage_dir"]
+__all__ = ["OBJECTIVES", "Stage", "plan_stages", "stage_dir"]
 
 _STAGE_KEYS = {
     "name",
@@ -28,7 +28,14 @@ _STAGE_KEYS = {
     "warmup_steps",
     "data",
     "note",
+    "sequence_parallel",
+    "objective",
+    "grpo",
 }
+
+OBJECTIVES = ("sft", "grpo")
+"""What a stage trains with: supervised next-token loss on the answers (``sft``) or group relative policy
+optimisation on sampled answers scored by rewards (``grpo``, :mod:`afnext.training.grpo`)."""
 
 
 @dataclass(frozen=True)
@@ -45,6 +52,11 @@ class Stage:
         warmup_steps: Linear warmup steps of this stage's schedule.
         data: Overrides merged into the ``data`` config (the stage's mixture: ``train: [{path, weight}]``).
         note: Free text (what the paper did differently, e.g. GRPO).
+        sequence_parallel: Ranks that share one sequence in this stage (``afnext plan`` says which degree a stage
+            needs); default: ``trainer.sequence_parallel``.
+        objective: ``sft`` (the default) or ``grpo`` (see :data:`OBJECTIVES`).
+        grpo: The GRPO settings of an ``objective: grpo`` stage (:class:`afnext.training.grpo.GRPOSettings`:
+            group size, sampling, rewards and their weights, clipping, KL, loss aggregation); empty for SFT.
     """
 
     name: str
@@ -56,6 +68,9 @@ class Stage:
     warmup_steps: int
     data: Mapping[str, Any] = field(default_factory=dict)
     note: str = ""
+    objective: str = "sft"
+    grpo: Mapping[str, Any] = field(default_factory=dict)
+    sequence_parallel: int | None = None
 
 
 def _lr(value: Any) -> dict[str, float]:
@@ -99,7 +114,7 @@ def plan_stages(
     stages: Mapping[str, Mapping[str, Any]] | Sequence[Mapping[str, Any]],
     *,
     defaults: Mapping[str, Any],
-    only: str | None = None,
+    only: str | Sequence[str] | None = None,
     order: Sequence[str] | None = None,
 ) -> list[Stage]:
     """Turn the curriculum config into stages, filling gaps from the run's defaults.
@@ -109,7 +124,8 @@ def plan_stages(
             ``curriculum.stages.midtrain2.lr.default=...``), or a list of dicts with ``name``.
         defaults: ``trainable``, ``lr``, ``max_audio_seconds``, ``max_length``, ``max_steps``,
             ``warmup_steps`` of the run.
-        only: Run just this stage (``+stage=midtrain2``).
+        only: Run just this stage (``stage=midtrain2``), or these stages in curriculum order
+            (``stage=[cot,cot_grpo]``).
         order: ``curriculum.order``, the stage names in run order (for stages keyed by name).
 
     Raises:
@@ -129,6 +145,16 @@ def plan_stages(
             raise ConfigError(f"{where} has unknown keys {unknown}; allowed: {sorted(_STAGE_KEYS)}")
         if not raw.get("name"):
             raise ConfigError(f"curriculum.stages[{i}] needs a name")
+        objective = str(raw.get("objective") or "sft")
+        if objective not in OBJECTIVES:
+            raise ConfigError(
+                f"curriculum.stages.{raw['name']}.objective={objective!r}; use one of {list(OBJECTIVES)}"
+            )
+        if raw.get("grpo") and objective != "grpo":
+            raise ConfigError(
+                f"curriculum.stages.{raw['name']} has a grpo block but objective={objective!r}; set "
+                "objective: grpo or drop the block"
+            )
 
         def pick(key: str, raw: Mapping[str, Any] = raw) -> Any:
             return raw[key] if raw.get(key) is not None else defaults.get(key)
@@ -144,15 +170,26 @@ def plan_stages(
                 warmup_steps=int(pick("warmup_steps") or 0),
                 data=dict(raw.get("data") or {}),
                 note=str(raw.get("note") or ""),
+                objective=objective,
+                grpo=dict(raw.get("grpo") or {}),
+                sequence_parallel=int(raw["sequence_parallel"])
+                if raw.get("sequence_parallel")
+                else None,
             )
         )
     names = [s.name for s in planned]
     if len(set(names)) != len(names):
         raise ConfigError(f"curriculum stage names repeat: {names}")
     if only is not None:
-        if only not in names:
+        wanted = [only] if isinstance(only, str) else [str(name) for name in only]
+        missing = [name for name in wanted if name not in names]
+        if isinstance(only, str) and missing:
             raise ConfigError(f"stage={only!r} is not in the curriculum; stages are {names}")
-        return [planned[names.index(only)]]
+        if missing or not wanted:
+            raise ConfigError(
+                f"stage={list(wanted)}: {missing or 'no stage named'} not in the curriculum; stages are {names}"
+            )
+        return [stage for stage in planned if stage.name in wanted]
     return planned
 
 

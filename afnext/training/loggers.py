@@ -9,7 +9,7 @@ from typing import Any
 
 from rich.console import Console
 
-__all__ = ["stage_run_id", "wandb_has_credentials", "wandb_logger"]
+__all__ = ["finish_logger", "stage_run_id", "wandb_has_credentials", "wandb_logger"]
 
 RUN_ID_FILE = "wandb_run_id"
 
@@ -93,3 +93,15 @@ def wandb_logger(
             f"Upload it later with: wandb sync {Path(save_dir) / 'wandb'}/offline-run-*"
         )
     return logger
+
+
+def finish_logger(logger: Any) -> None:
+    """Close the W&B run a ``WandbLogger`` opened (Lightning leaves it open): otherwise the next stage's, or the
+    next command's, logger in this process would write into it instead of opening its own run."""
+    from lightning.pytorch.loggers import WandbLogger
+
+    loggers = logger if isinstance(logger, (list, tuple)) else [logger]
+    for one in loggers:
+        if isinstance(one, WandbLogger) and getattr(one, "_experiment", None) is not None:
+            one.experiment.finish()
+            one._experiment = None

@@ -25,6 +25,7 @@ from afnext.training.curriculum import (
     read_done,
     stage_dir,
 )
+from afnext.training.loggers import finish_logger
 
 __all__ = [
     "build_model",
@@ -132,8 +133,7 @@ def build_stage(cfg: DictConfig, stage: Stage, folder: Path, model: Any) -> tupl
 
     with open_dict(cfg):
         cfg.paths.stage_dir = str(folder)
-    module = AudioLanguageModule(
-        model,
+    module_kwargs = dict(
         trainable=stage.trainable,
         lr=stage.lr,
         warmup_steps=stage.warmup_steps,
@@ -141,6 +141,16 @@ def build_stage(cfg: DictConfig, stage: Stage, folder: Path, model: Any) -> tupl
         scheduler=instantiate(cfg.optim.scheduler, _convert_="all"),
         **OmegaConf.to_container(cfg.optim.module, resolve=True),
     )
+    if stage.objective == "grpo":  # group relative policy optimisation (afnext.training.grpo)
+        from afnext.training.grpo_stage import build_grpo_module, grpo_run_config
+
+        # Gradient clipping moves into the module; the best checkpoint is chosen by val/reward.
+        cfg, clip = grpo_run_config(cfg, stage)
+        module = build_grpo_module(
+            cfg, stage, model, gradient_clip_val=clip, module_kwargs=module_kwargs
+        )
+    else:
+        module = AudioLanguageModule(model, **module_kwargs)
     data_cfg = OmegaConf.merge(cfg.data, stage.data)
     datamodule = instantiate(
         data_cfg,
@@ -158,8 +168,11 @@ def build_stage(cfg: DictConfig, stage: Stage, folder: Path, model: Any) -> tupl
         instantiate(c, _convert_="all") for c in (cfg.get("callbacks") or {}).values() if c
     ]
     logger = _make_logger(cfg, folder, stage, str(cfg.run_name))
+    trainer_cfg = cfg.trainer
+    if stage.sequence_parallel is not None:
+        trainer_cfg = OmegaConf.merge(trainer_cfg, {"sequence_parallel": stage.sequence_parallel})
     trainer = instantiate(
-        _trainer_config(cfg.trainer),
+        _trainer_config(trainer_cfg),
         default_root_dir=str(folder),
         max_steps=stage.max_steps,
         logger=logger,
@@ -179,7 +192,9 @@ def _trainer_config(trainer: DictConfig) -> DictConfig:
     cfg = OmegaConf.to_container(trainer, resolve=True)
     sp, ring = int(cfg.pop("sequence_parallel", 1) or 1), int(cfg.pop("ring_size", 1) or 1)
     strategy = cfg.get("strategy")
-    is_fsdp2 = isinstance(strategy, dict) and str(strategy.get("_target_", "")).endswith("FSDP2Strategy")
+    is_fsdp2 = isinstance(strategy, dict) and str(strategy.get("_target_", "")).endswith(
+        "FSDP2Strategy"
+    )
     if sp > 1 or ring > 1:
         if is_fsdp2:
             strategy.update(sequence_parallel=sp, ring_size=ring)
@@ -227,7 +242,10 @@ def _stages(cfg: DictConfig) -> list[Stage]:
     raw = OmegaConf.to_container(cfg.curriculum.stages, resolve=True)
     order = cfg.curriculum.get("order")
     order = list(order) if order is not None else None
-    return plan_stages(raw, defaults=defaults, only=cfg.get("stage"), order=order)
+    only = cfg.get("stage")
+    if only is not None and not isinstance(only, str):
+        only = [str(name) for name in only]
+    return plan_stages(raw, defaults=defaults, only=only, order=order)
 
 
 def train(cfg: DictConfig) -> Path:
@@ -270,7 +288,10 @@ def train(cfg: DictConfig) -> Path:
         resume = last.exists()
         if resume:
             console.print(f"[cyan]resuming stage {stage.name} from {last}[/]")
-        trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if resume else None)
+        try:
+            trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if resume else None)
+        finally:
+            finish_logger(trainer.loggers)  # each stage is a W&B run of its own
         if trainer.interrupted:
             raise KeyboardInterrupt(f"stage {stage.name} interrupted; rerun the command to resume")
         if trainer.global_step < stage.max_steps:

@@ -411,6 +411,37 @@ def test_a_resumed_stage_keeps_its_wandb_run_id(tmp_path):
 
 
 @pytest.mark.slow
+def test_each_stage_is_a_wandb_run_of_its_own(tmp_path):
+    """Lightning leaves a W&B run open: the next stage (or command) in the process would log into it."""
+    import wandb
+
+    from afnext.training.run import train
+
+    run = tmp_path / "runs" / "two"
+    train(
+        compose_config(
+            "train",
+            _overrides(
+                tmp_path, run, "logger=wandb", "trainer.max_steps=1", "trainer.val_check_interval=1",
+                "curriculum.order=[first,second]", "+curriculum.stages.first={}",
+                "+curriculum.stages.second={}", "~curriculum.stages.train",
+            ),
+        )
+    )  # fmt: skip
+    offline = [
+        sorted((run / "stages" / stage / "wandb").glob("offline-run-*"))
+        for stage in ("0_first", "1_second")
+    ]
+    assert [len(runs) for runs in offline] == [1, 1]
+    ids = {
+        (run / "stages" / stage / "wandb_run_id").read_text().strip()
+        for stage in ("0_first", "1_second")
+    }
+    assert len(ids) == 2 and all(any(i in str(p[0]) for i in ids) for p in offline)
+    assert wandb.run is None
+
+
+@pytest.mark.slow
 def test_validate_prints_loss_and_accuracy_per_duration_bucket(tmp_path, capsys):
     """`afnext validate`: a table by duration bucket on stderr, the metrics (with the buckets) as JSON."""
     from afnext.cli import main

@@ -128,7 +128,7 @@ def test_stages_are_keyed_by_name_and_run_in_the_given_order():
     assert {s.name: s.lr for s in _stages(cfg)}["midtrain2"] == {"default": 1e-4}
 
 
-@pytest.mark.parametrize(("name", "count"), [("single", 1), ("af3", None), ("afnext", 6)])
+@pytest.mark.parametrize(("name", "count"), [("single", 1), ("af3", None), ("afnext", 8)])
 def test_shipped_curricula_plan(name, count):
     from afnext.training.run import _stages
 
@@ -150,6 +150,23 @@ def test_afnext_curriculum_follows_the_paper_order():
     assert "llm" not in stages[1].trainable
     assert [s.max_audio_seconds for s in stages][:3] == [30, 60, 600]
     assert stages[-1].max_audio_seconds == 1800  # 30 min by the CoT / post-train stages
+
+
+def test_the_think_experiment_runs_cot_sft_then_grpo():
+    from afnext.training.run import _stages
+
+    stages = _stages(compose_config("train", ["experiment=afnext_think"]))
+    assert [(s.name, s.objective) for s in stages] == [("cot", "sft"), ("cot_grpo", "grpo")]
+
+
+def test_a_list_of_stages_runs_in_curriculum_order_and_an_unknown_one_is_named():
+    from afnext.training.run import _stages
+
+    base = ["curriculum=afnext", "data.train=[x]", "data.val=[y]"]
+    stages = _stages(compose_config("train", [*base, "stage=[midtrain2,pretrain1]"]))
+    assert [s.name for s in stages] == ["pretrain1", "midtrain2"]
+    with pytest.raises(ConfigError, match=r"\['posttrain2'\] not in the curriculum"):
+        _stages(compose_config("train", [*base, "stage=[cot,posttrain2]"]))
 
 
 @pytest.mark.parametrize(
