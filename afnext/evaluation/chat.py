@@ -1,5 +1,8 @@
 """Answer a question about audio files with a saved model, streaming the text as it is generated.
 
+The answer comes from the inference engine (:meth:`afnext.inference.engine.InferenceEngine.stream`), the one
+that ``afnext eval`` and ``afnext serve`` use.
+
 ``afnext chat --checkpoint DIR --audio FILE "question"`` calls :func:`chat`. The reasoning of a Think model
 (``<think> ... </think>``) is hidden unless ``think=True``; the final answer is always shown.
 """
@@ -80,6 +83,7 @@ def chat(
     top_p: float = 1.0,
     repetition_penalty: float = 1.0,
     out: TextIO | None = None,
+    settings: Any = None,
 ) -> str:
     """Answer ``question`` about ``audio``, printing the answer as it is generated.
 
@@ -95,11 +99,14 @@ def chat(
         top_p: Nucleus sampling mass (with ``temperature > 0``).
         repetition_penalty: >1 discourages repeats (the AF-Next cards use 1.2).
         out: Where to stream (default: stdout).
+        settings: :class:`~afnext.inference.generation.GenerationSettings` to use instead of the four
+            arguments above (``afnext chat --preset think``).
 
     Returns:
         The full generated text (reasoning included).
     """
-    from transformers.generation.streamers import BaseStreamer
+    from afnext.inference.engine import InferenceEngine, Request
+    from afnext.inference.generation import GenerationSettings
 
     model, processor = checkpoint if isinstance(checkpoint, tuple) else load_for_chat(checkpoint)
     out = out or sys.stdout
@@ -108,40 +115,23 @@ def chat(
     messages = ([{"role": "system", "content": system}] if system else []) + [
         {"role": "user", "content": question}
     ]
-    batch = processor(messages, audio=[list(audio)], padding_side="left")
-    device = next(model.parameters()).device
-    batch = {k: v.to(device) for k, v in batch.items()}
-    tokenizer = processor.tokenizer
-    shown = ThinkFilter(think)
-
-    class _Streamer(BaseStreamer):
-        def __init__(self) -> None:
-            self.ids: list[int] = []
-            self.prompt_seen = False
-
-        def put(self, value: Any) -> None:
-            if not self.prompt_seen:  # generate() first puts the prompt
-                self.prompt_seen = True
-                return
-            self.ids += value.reshape(-1).tolist()
-            text = tokenizer.decode(self.ids, skip_special_tokens=True)
-            piece = shown.new_text(text)
-            if piece:
-                out.write(piece)
-                out.flush()
-
-        def end(self) -> None:
-            out.write("\n")
-            out.flush()
-
     sampling = temperature > 0
-    generated = model.generate(
-        **batch,
+    settings = settings or GenerationSettings(
         max_new_tokens=max_new_tokens,
         do_sample=sampling,
-        temperature=temperature if sampling else None,
-        top_p=top_p if sampling else None,
+        temperature=temperature if sampling else 1.0,
+        top_p=top_p,
         repetition_penalty=repetition_penalty,
-        streamer=_Streamer(),
     )
-    return processor.batch_decode(generated, prompt_length=batch["input_ids"].shape[1])[0].strip()
+    engine = InferenceEngine(model, processor, settings=settings, max_batch_size=1)
+    shown = ThinkFilter(think)
+    text = ""
+    for piece in engine.stream(Request(messages, list(audio))):
+        text += piece
+        visible = shown.new_text(text)
+        if visible:
+            out.write(visible)
+            out.flush()
+    out.write("\n")
+    out.flush()
+    return text.strip()

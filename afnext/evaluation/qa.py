@@ -1,9 +1,10 @@
-"""Question answering over an AF3-style manifest: batched greedy answers, accuracy, and chance.
+"""Question answering over a TACoT manifest: batched greedy answers, accuracy, and chance (the demo's score).
 
-Unlike the official AF3 script (one sample at a time), samples are answered in batches with left padding.
-A sample's prompt is its conversation up to the first ``gpt`` turn; its reference is the line's ``answer``
-(else that turn's text). Multiple-choice lines (``choices``) are scored by the option the free-text answer
-picks (afnext.reasoning.metrics), so think-mode outputs are parsed like reasoning models answer. Chance is
+Unlike the official AF3 script (one sample at a time), samples are answered in batches by the inference engine,
+through the same planning and scoring as ``afnext eval benchmark=tacot`` (:func:`evaluate_manifest`). A
+sample's prompt is its conversation up to the first ``gpt`` turn; its reference is the line's ``answer``.
+Multiple-choice lines (``choices``) are scored by the option the free-text answer picks
+(afnext.reasoning.metrics), so think-mode outputs are parsed like reasoning models answer. Chance is
 the mean over samples of ``1 / len(choices)`` for a multiple-choice sample and, for an open one, the accuracy of
 the best fixed answer for its question type (the most often right of that type's references, scored by the same
 rules: a guesser that knows the question type and the answers' distribution, stricter than a uniform guess).
@@ -18,8 +19,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import torch
 
 from afnext.errors import DataError, InputError
 
@@ -84,7 +83,6 @@ def read_qa_manifest(path: str | Path, limit: int | None = None) -> list[dict[st
     return rows
 
 
-@torch.no_grad()
 def answer_questions(
     model: Any,
     processor: Any,
@@ -94,23 +92,26 @@ def answer_questions(
     max_new_tokens: int = 64,
     **generate_kwargs: Any,
 ) -> list[str]:
-    """Greedy (or ``generate_kwargs``) answers for prompt rows from :func:`read_qa_manifest`."""
-    model.eval()
-    device = next(model.parameters()).device
-    answers: list[str] = []
-    for start in range(0, len(rows), batch_size):
-        chunk = rows[start : start + batch_size]
-        batch = processor(
-            [r["messages"] for r in chunk],
-            audio=[r["sounds"] for r in chunk],
-            padding_side="left",
-            add_generation_prompt=True,
-        )
-        batch = {k: v.to(device) for k, v in batch.items()}
-        generate_kwargs.setdefault("do_sample", False)
-        out = model.generate(**batch, max_new_tokens=max_new_tokens, **generate_kwargs)
-        answers += processor.batch_decode(out, prompt_length=batch["input_ids"].shape[1])
-    return [a.strip() for a in answers]
+    """Answers for prompt rows from :func:`read_qa_manifest` through the inference engine (greedy unless
+    ``generate_kwargs`` say otherwise: :class:`~afnext.inference.generation.GenerationSettings` fields).
+
+    Raises:
+        InputError: A row's request failed (names the row and why).
+    """
+    from afnext.inference.engine import InferenceEngine, Request
+    from afnext.inference.generation import GenerationSettings
+
+    engine = InferenceEngine(model, processor, max_batch_size=batch_size)
+    settings = GenerationSettings.from_mapping(
+        {"max_new_tokens": max_new_tokens}, generate_kwargs, where="answer_questions"
+    )
+    requests = [Request(r["messages"], r["sounds"], settings, id=str(r["id"])) for r in rows]
+    answers = []
+    for row, result in zip(rows, engine.generate(requests)):
+        if result.error is not None:
+            raise InputError(f"question {row['id']!r}: {result.error}")
+        answers.append((result.text or "").strip())
+    return answers
 
 
 def chance_of(rows: Sequence[dict[str, Any]]) -> float | None:
@@ -140,47 +141,65 @@ def evaluate_manifest(
     max_new_tokens: int = 64,
     limit: int | None = None,
 ) -> QAResult:
-    """Answer every question of ``manifest`` and score the answers.
+    """Answer every question of a TACoT manifest and score the answers as ``afnext eval benchmark=tacot`` does.
+
+    The items come from the TACoT benchmark adapter (the manifest's folder is its root), are planned and
+    answered by the same functions as ``afnext eval`` (:mod:`afnext.evaluation.predict`: one inference engine,
+    greedy, ``batch_size`` samples per call) and are scored by the adapter. So ``afnext eval benchmark=tacot
+    benchmark.root=DIR checkpoint=RUN generation=greedy generation.max_new_tokens=N engine.max_batch_size=B``
+    reports the accuracy this returns.
 
     Args:
         model: An :class:`afnext.model.AudioLanguageModel`.
-        manifest: AF3-style JSONL (``afnext data build`` output, or any with ``conversations``).
-        processor: Defaults to ``AudioProcessor.from_model(model)``.
-        batch_size: Samples per ``generate`` call.
+        manifest: A TACoT split as ``afnext data build`` writes it (``test.jsonl``).
+        processor: Defaults to ``AudioProcessor.from_model(model, max_seconds=None)``.
+        batch_size: Most samples per ``generate`` call (the engine's ``max_batch_size``).
         max_new_tokens: Longest answer.
         limit: Score only the first ``limit`` lines.
+
+    Raises:
+        InputError: The manifest has no questions, or a question's request failed (names it and why).
     """
     from afnext.data.processor import AudioProcessor
-    from afnext.reasoning.metrics import answer_correct, final_answer
+    from afnext.evaluation.benchmarks.tacot import TACoT
+    from afnext.evaluation.predict import answer_items, plan_items
+    from afnext.inference.engine import InferenceEngine
+    from afnext.inference.generation import GenerationSettings
 
+    manifest = Path(manifest)
     processor = processor or AudioProcessor.from_model(model, max_seconds=None)
-    rows = read_qa_manifest(manifest, limit)
-    if not rows:
+    benchmark = TACoT(manifest.parent, file=manifest.name)
+    items = benchmark.read()[:limit] if limit is not None else benchmark.read()
+    if not items:
         raise InputError(f"{manifest}: no questions to evaluate")
-    answers = answer_questions(
-        model, processor, rows, batch_size=batch_size, max_new_tokens=max_new_tokens
-    )
+    engine = InferenceEngine(model, processor, max_batch_size=batch_size)
+    settings = GenerationSettings(max_new_tokens=max_new_tokens)
+    outputs: dict[str, str] = {}
+    for batch in plan_items(engine, benchmark.name, items, settings):
+        for result in answer_items(engine, batch):
+            if result.error is not None:
+                raise InputError(f"{manifest}: question {result.id!r}: {result.error}")
+            outputs[str(result.id)] = (result.text or "").strip()
+    scores = benchmark.score(items, outputs)
     predictions = []
-    per_type: dict[str, list[bool]] = {}
-    for row, answer in zip(rows, answers):
-        correct = answer_correct(
-            final_answer(answer), final_answer(row["reference"]), row["choices"]
-        )
-        per_type.setdefault(row["question_type"], []).append(correct)
+    for item in items:
+        alone = benchmark.score(
+            [item], {item.id: outputs[item.id]}
+        )  # the adapter's rule, item by item
         predictions.append(
             {
-                "id": row["id"],
-                "sound": row["sounds"][0] if row["sounds"] else None,
-                "question": row["question"],
-                "prediction": answer,
-                "reference": row["reference"],
-                "correct": correct,
+                "id": item.id,
+                "sound": str(item.audio[0]) if item.audio else None,
+                "question": item.messages[-1]["content"],
+                "prediction": outputs[item.id],
+                "reference": item.reference,
+                "correct": alone["overall"]["accuracy"] == 1.0,
             }
         )
     return QAResult(
-        accuracy=sum(p["correct"] for p in predictions) / len(predictions),
-        chance=chance_of(rows),
+        accuracy=scores["overall"]["accuracy"],
+        chance=chance_of(read_qa_manifest(manifest, limit)),
         count=len(predictions),
-        by_type={k: sum(v) / len(v) for k, v in sorted(per_type.items())},
+        by_type={k: v["accuracy"] for k, v in scores["by_question_type"].items()},
         predictions=predictions,
     )

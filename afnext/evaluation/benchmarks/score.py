@@ -28,7 +28,8 @@ PREDICTION_KEYS = ("prediction", "output", "response", "text", "pred", "model_ou
 
 
 def read_predictions(path: str | Path) -> dict[str, Any]:
-    """``{id: model output}`` from a JSON list or JSON-lines file.
+    """``{id: model output}`` from a JSON list or JSON-lines file (a ``null`` output, as ``afnext eval`` writes
+    for a sample whose request failed, counts as no prediction).
 
     Raises:
         DataError: A record lacks ``id`` or an output field, or an id repeats (names the file and record).
@@ -44,7 +45,8 @@ def read_predictions(path: str | Path) -> dict[str, Any]:
         ident = str(record["id"])
         if ident in predictions:
             raise DataError(f"{path} item {number}: id {ident!r} appears twice")
-        predictions[ident] = record[key]
+        if record[key] is not None:
+            predictions[ident] = record[key]
     return predictions
 
 
@@ -98,6 +100,14 @@ def score_file(
     return {**benchmark.score(items, outputs, judge=judge), "predictions_file": str(path)}
 
 
+_NOT_SCORES = ("benchmark", "metric", "resumed", "predictions_file", "official_file")
+"""Result fields that are not scores (left out of the key / value table)."""
+
+
+def _rate(value: Any) -> str:
+    return "-" if value is None else f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
 def _pct(value: Any) -> str:
     return "-" if value is None else f"{value:.2f}"
 
@@ -126,12 +136,24 @@ def result_tables(result: Mapping[str, Any]) -> list[Any]:
                     str(row["total"]),
                 )
         tables = [table]
+    elif isinstance(result.get("overall"), Mapping):  # rates overall and per group (TACoT)
+        groups = {"overall": result["overall"], **result.get("by_question_type", {})}
+        columns = [
+            k for k, v in result["overall"].items() if isinstance(v, (int, float)) or v is None
+        ]
+        table = Table(title=title)
+        table.add_column("group")
+        for column in columns:
+            table.add_column(column, justify="right")
+        for name, rates in groups.items():
+            table.add_row(name, *(_rate(rates.get(c)) for c in columns))
+        tables = [table]
     else:
         tables = [Table(title=title)]
         tables[0].add_column("key")
         tables[0].add_column("value", justify="right")
         for key, value in result.items():
-            if isinstance(value, (int, float, str)) and key not in ("benchmark", "metric"):
+            if isinstance(value, (int, float, str)) and key not in _NOT_SCORES:
                 text = f"{value:.4f}" if isinstance(value, float) else str(value)
                 tables[0].add_row(key, text)
     footer = Table(show_header=False, box=None)

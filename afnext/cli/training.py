@@ -1,25 +1,16 @@
-"""The ``afnext`` command line: each command composes a Hydra config from ``conf/`` plus overrides.
-
-Commands are registered in ``COMMANDS`` below; each takes the remaining arguments (Hydra overrides and the
-command's own flags). Hydra appears here and in ``afnext.training`` only.
-"""
+"""``afnext train``, ``validate``, ``plan``, ``info``, ``config``, ``data`` and ``demo``."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import os
-import sys
-from collections.abc import Callable, Sequence
 from typing import Any
 
-from afnext.config import build_on_meta, compose_config, config_groups, expand_sweeps
-from afnext.errors import AfnextError, ConfigError
-
-__all__ = ["COMMANDS", "main"]
+from afnext.config import build_on_meta, compose_config, expand_sweeps
 
 
-def _print_config(cfg: Any) -> None:
+def print_config(cfg: Any) -> None:
     from omegaconf import OmegaConf
 
     print(OmegaConf.to_yaml(cfg, resolve=False), end="")
@@ -39,7 +30,7 @@ def _cmd_data(argv: list[str]) -> int:
 
     cfg = compose_config("data_build", args.overrides, subdir="reasoning")
     if args.cfg:
-        _print_config(cfg)
+        print_config(cfg)
         return 0
     result = instantiate(cfg.build, _convert_="all")
     if result is not None and hasattr(result, "to_dict"):
@@ -93,6 +84,38 @@ def _cmd_info(argv: list[str]) -> int:
     return 0
 
 
+def _cmd_plan(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="afnext plan",
+        description="Memory per GPU of each curriculum stage of a training config (the model built on the meta "
+        "device, no weights): parameters, gradients, optimizer state, activations, attention and loss workspace, "
+        "encoder activations, the verdict against the GPU's memory, the longest audio that fits and the smallest "
+        "sequence-parallel degree that fits. Takes the same overrides as afnext train. Example: afnext plan "
+        "experiment=afnext_instruct trainer.devices=8 trainer.num_nodes=16",
+    )
+    parser.add_argument("--gpu-memory", default="80GiB", help="memory of one GPU (default 80GiB)")
+    parser.add_argument(
+        "--json", action="store_true", help="print one JSON object instead of a table"
+    )
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides")
+    args = parser.parse_args(argv)
+    from afnext.training.plan import parse_bytes, plan_run, plan_table
+
+    gpu = parse_bytes(args.gpu_memory)
+    plans = plan_run(compose_config("train", args.overrides), gpu)
+    if args.json:
+        print(
+            json.dumps({"gpu_memory_bytes": gpu, "stages": [p.to_dict() for p in plans]}, indent=2)
+        )
+        return 0
+    from rich.console import Console
+
+    console = Console()
+    console.width = max(console.width, 160)  # the table's columns; piped output keeps them too
+    console.print(plan_table(plans))
+    return 0
+
+
 RUN_NAME_ENV = "AFNEXT_RUN_NAME"
 """The run name rank 0 resolved (``run_name=${now:...}``): ranks Lightning starts by re-running the command
 read it, so every rank writes to one run folder."""
@@ -115,7 +138,7 @@ def _cmd_train(argv: list[str]) -> int:
     multirun = any(a in ("-m", "--multirun") for a in argv)
     overrides = [a for a in argv if a not in ("-m", "--multirun", "--cfg")]
     if "--cfg" in argv:
-        _print_config(compose_config("train", overrides))
+        print_config(compose_config("train", overrides))
         return 0
     jobs = expand_sweeps(overrides) if multirun else [overrides]
     child = (
@@ -188,44 +211,6 @@ def _cmd_validate(argv: list[str]) -> int:
     return 0
 
 
-def _cmd_chat(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
-        prog="afnext chat",
-        description='Ask about audio: afnext chat --checkpoint DIR --audio FILE "question". '
-        "The answer is streamed; --think also shows the <think> reasoning.",
-    )
-    parser.add_argument("question", help="the question (a <sound> placeholder is added if missing)")
-    parser.add_argument(
-        "--checkpoint", required=True, help="run, stage or model folder (afnext or HF)"
-    )
-    parser.add_argument(
-        "--audio", action="append", default=[], help="audio file (repeat for several)"
-    )
-    parser.add_argument("--think", action="store_true", help="show the <think> reasoning")
-    parser.add_argument("--system", default=None, help="system prompt")
-    parser.add_argument("--max-new-tokens", type=int, default=1024)
-    parser.add_argument("--temperature", type=float, default=0.0, help="0: greedy")
-    parser.add_argument("--top-p", type=float, default=1.0)
-    parser.add_argument("--repetition-penalty", type=float, default=1.0)
-    args = parser.parse_args(argv)
-    if not args.audio:
-        parser.error("give at least one --audio FILE")
-    from afnext.evaluation.chat import chat
-
-    chat(
-        args.checkpoint,
-        args.audio,
-        args.question,
-        think=args.think,
-        system=args.system,
-        max_new_tokens=args.max_new_tokens,
-        temperature=args.temperature,
-        top_p=args.top_p,
-        repetition_penalty=args.repetition_penalty,
-    )
-    return 0
-
-
 def _cmd_demo(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="afnext demo",
@@ -240,104 +225,3 @@ def _cmd_demo(argv: list[str]) -> int:
     result = run_demo(cfg, _compose_build)
     print(f"accuracy={result['accuracy']:.3f} chance={result['chance']:.3f}")
     return 0
-
-
-def _cmd_eval(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
-        prog="afnext eval",
-        description="Evaluation. `afnext eval score benchmark=mmau predictions=FILE.json --json` scores a "
-        "predictions file without a model: the benchmark's own file with each model output in the field its "
-        "official script reads (MMAU: model_output; MMAR: answer_prediction, JSONL), or an {id, prediction} "
-        "file with benchmark.root=DIR. Benchmarks: conf/benchmark/.",
-    )
-    parser.add_argument("action", choices=["score"], help="what to do")
-    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    parser.add_argument(
-        "overrides", nargs="*", help="Hydra overrides: benchmark=NAME predictions=PATH"
-    )
-    args = parser.parse_intermixed_args(argv)
-    from hydra.utils import instantiate
-    from omegaconf import OmegaConf
-
-    from afnext.evaluation.benchmarks.score import result_tables, score_file
-
-    cfg = compose_config("eval", args.overrides)
-    if not cfg.get("predictions"):
-        raise ConfigError("afnext eval score needs predictions=FILE (a predictions file to score)")
-    if OmegaConf.is_missing(cfg.benchmark, "root"):
-        cfg.benchmark.root = None  # not needed to score a file in the benchmark's own format
-    benchmark = instantiate(cfg.benchmark, _convert_="all")
-    result = score_file(benchmark, cfg.predictions)
-    if args.json:
-        print(json.dumps(result, indent=2))
-        return 0
-    from rich.console import Console
-
-    console = Console()
-    for table in result_tables(result):
-        console.print(table)
-    return 0
-
-
-COMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {
-    "train": (
-        _cmd_train,
-        "train (Hydra overrides, -m sweeps, curricula): afnext train experiment=tiny",
-    ),
-    "validate": (_cmd_validate, "validation loss / accuracy of a saved model"),
-    "chat": (_cmd_chat, 'ask about audio: afnext chat --checkpoint DIR --audio FILE "question"'),
-    "demo": (_cmd_demo, "CPU demo: data, training, held-out accuracy, one chat answer"),
-    "config": (_cmd_config, "print the composed config"),
-    "info": (_cmd_info, "build a model on the meta device and print parameter counts per part"),
-    "data": (_cmd_data, "build datasets (TACoT data engine): afnext data build ..."),
-    "eval": (
-        _cmd_eval,
-        "score predictions: afnext eval score benchmark=mmau predictions=FILE --json",
-    ),
-}
-
-
-def _usage() -> str:
-    lines = ["usage: afnext <command> [overrides ...] [--help]", "", "commands:"]
-    lines += [f"  {name:<10} {help_text}" for name, (_, help_text) in COMMANDS.items()]
-    lines += ["", "config groups (pick with group=option):"]
-    for group, options in config_groups().items():
-        lines.append(f"  {group:<28} {', '.join(options)}")
-    return "\n".join(lines)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``afnext`` console script."""
-    args = list(sys.argv[1:] if argv is None else argv)
-    if not args or args[0] in ("-h", "--help", "help"):
-        print(_usage())
-        return 0
-    command, rest = args[0], args[1:]
-    if command not in COMMANDS:
-        print(f"afnext: unknown command {command!r}\n\n{_usage()}", file=sys.stderr)
-        return 2
-    try:
-        return COMMANDS[command][0](rest)
-    except Exception as exc:
-        cause = _afnext_cause(exc)
-        if cause is None:
-            raise
-        print(f"afnext {command}: error: {cause}", file=sys.stderr)
-        return 1
-
-
-def _afnext_cause(exc: BaseException) -> AfnextError | None:
-    """The AfnextError behind ``exc``: itself, or the one Hydra's ``instantiate`` wrapped in an
-    ``InstantiationException`` (possibly several levels deep); ``None`` for any other error."""
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        if isinstance(current, AfnextError):
-            return current
-        seen.add(id(current))
-        current = current.__cause__
-    return None
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,0 +1,7 @@
+"""``python -m afnext.cli``: the ``afnext`` command."""
+
+import sys
+
+from afnext.cli import main
+
+sys.exit(main())

@@ -1,0 +1,132 @@
+"""Eval throughput: batched ``afnext eval`` against one sample at a time, on one model and one benchmark set.
+
+A synthetic set in MMAU test-mini's format (``mmau-test-mini.json`` + ``test-mini-audios/``; clips of 4-8 s,
+tones and noise) is written to a temporary folder and evaluated twice through the same runner (Lightning,
+predictions file, scoring): with the engine's ``max_batch_size=1`` (the official AF3 script's loop) and with
+``--batch`` samples per ``generate`` call. Prints samples per second side by side, the ratio, and whether both
+runs gave the same predictions (greedy answers do not depend on the batch). Run from the repository root::
+
+    make demo    # or: AFNEXT_HOME=/tmp/x .venv/bin/afnext demo
+    OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python benchmarks/bench_eval.py --checkpoint .afnext/runs/<run>
+
+The target (issue 14): at least 4x.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import soundfile
+
+CHOICES = ["a dog barking", "a car horn", "rain", "a piano"]
+
+
+def write_set(root: Path, items: int, seed: int = 0) -> Path:
+    """An MMAU-format set of ``items`` questions with 4-8 s clips."""
+    rng = np.random.default_rng(seed)
+    records = []
+    (root / "test-mini-audios").mkdir(parents=True)
+    for i in range(items):
+        seconds = float(rng.uniform(4.0, 8.0))
+        t = np.arange(int(16000 * seconds)) / 16000
+        wave = 0.2 * np.sin(2 * np.pi * rng.uniform(200, 2000) * t) + 0.02 * rng.standard_normal(
+            t.shape
+        )
+        audio = f"./test-mini-audios/{i:05d}.wav"
+        soundfile.write(str(root / audio), wave.astype(np.float32), 16000)
+        records.append(
+            {
+                "id": f"bench-{i:05d}",
+                "audio_id": audio,
+                "question": "Which sound is heard in the clip?",
+                "choices": CHOICES,
+                "answer": CHOICES[i % 4],
+                "dataset": "synthetic",
+                "task": ("sound", "music", "speech")[i % 3],
+                "split": "test-mini",
+                "category": "Perception",
+                "sub-category": "Event",
+                "difficulty": "easy",
+            }
+        )
+    (root / "mmau-test-mini.json").write_text(json.dumps(records))
+    return root
+
+
+def run(
+    checkpoint: str, root: Path, out: Path, batch: int, new_tokens: tuple[int, int], workers: int
+) -> tuple[float, list]:
+    """Seconds for one eval run (model loading excluded: it is the same for both) and its predictions."""
+    from afnext.evaluation.benchmarks import MMAU
+    from afnext.evaluation.runner import run_evaluation
+    from afnext.inference.engine import load_engine
+
+    engine = load_engine(checkpoint, device="cpu", max_batch_size=batch)
+    low, high = new_tokens
+    benchmark = MMAU(root, generation={"max_new_tokens": high, "min_new_tokens": low})
+    start = time.perf_counter()
+    results = run_evaluation(
+        {"mmau": benchmark},
+        out_dir=out,
+        engine=engine,
+        generation={"do_sample": False, "repetition_penalty": 1.0},
+        num_workers=workers,
+        trainer={"accelerator": "cpu", "devices": 1},
+    )
+    seconds = time.perf_counter() - start
+    lines = [json.loads(x) for x in (out / "mmau" / "predictions.jsonl").read_text().splitlines()]
+    assert results is not None and results["benchmarks"]["mmau"]["scored"] == len(lines)
+    return seconds, [x["prediction"] for x in lines]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--checkpoint", required=True, help="run / model folder (the demo's)")
+    parser.add_argument("--items", type=int, default=256)
+    parser.add_argument("--batch", type=int, default=32, help="max_batch_size of the batched run")
+    parser.add_argument("--max-new-tokens", type=int, default=32)
+    parser.add_argument(
+        "--min-new-tokens",
+        type=int,
+        default=0,
+        help="hold the stop tokens back this long: answers of a given length (the demo model answers OOD "
+        "questions with at most a few tokens; an Instruct answer is tens of tokens, a Think one hundreds)",
+    )
+    parser.add_argument(
+        "--repeats", type=int, default=2, help="runs of each, alternating; best kept"
+    )
+    parser.add_argument(
+        "--workers", type=int, default=1, help="data-loader workers decoding audio (both runs)"
+    )
+    args = parser.parse_args()
+    import torch
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = write_set(Path(tmp) / "mmau", args.items)
+        common = ((args.min_new_tokens, args.max_new_tokens), args.workers)
+        one_s = many_s = float("inf")
+        for k in range(args.repeats):  # alternating, best of each: the machine is shared
+            seconds, one = run(args.checkpoint, root, Path(tmp) / f"one{k}", 1, *common)
+            one_s = min(one_s, seconds)
+            seconds, many = run(args.checkpoint, root, Path(tmp) / f"many{k}", args.batch, *common)
+            many_s = min(many_s, seconds)
+    print(f"afnext eval throughput: {args.items} MMAU-format items (4-8 s clips), greedy, "
+          f"min/max_new_tokens={args.min_new_tokens}/{args.max_new_tokens}, CPU, {torch.get_num_threads()} thread(s), "
+          f"{args.workers} data-loader worker(s)")  # fmt: skip
+    print(f"{'run (best of ' + str(args.repeats) + ')':<24}{'seconds':>10}{'samples/s':>12}")
+    print(f"{'one at a time':<24}{one_s:>10.1f}{args.items / one_s:>12.2f}")
+    print(f"{f'batched ({args.batch})':<24}{many_s:>10.1f}{args.items / many_s:>12.2f}")
+    print(f"ratio batched / one at a time: {one_s / many_s:.2f}x (target >= 4x)")
+    print(f"identical predictions: {'yes' if one == many else 'NO'}")
+    print(f"mean answer length: {sum(len(p) for p in one) / len(one):.1f} characters")
+
+
+if __name__ == "__main__":
+    main()
