@@ -315,7 +315,9 @@ class AudioLanguageModel(nn.Module):
             # Windows are independent: each rank of the group encodes its share, then all see all of them.
             from afnext.llms.sequence_parallel import gather_windows, spread_windows
 
-            share, share_mask, total = spread_windows(input_features, input_features_mask, self.sequence_group)
+            share, share_mask, total = spread_windows(
+                input_features, input_features_mask, self.sequence_group
+            )
             hidden, mask = self.encoder(share, share_mask)
             hidden, mask = gather_windows(hidden, mask, total, self.sequence_group)
         else:
@@ -421,7 +423,12 @@ class AudioLanguageModel(nn.Module):
         idle = self.idle_audio_term() if idle_audio and input_features is None else None
         if self.sequence_group is not None and labels is not None:
             out = self._forward_sequence_parallel(
-                inputs_embeds, attention_mask, position_ids, labels, num_items_in_batch, return_row_losses
+                inputs_embeds,
+                attention_mask,
+                position_ids,
+                labels,
+                num_items_in_batch,
+                return_row_losses,
             )
             if idle is not None:
                 out.loss = out.loss + idle
@@ -510,7 +517,11 @@ class AudioLanguageModel(nn.Module):
 
         group = self.sequence_group
         row = pack_row(
-            embeds, attention_mask, position_ids, shift_labels(labels.to(embeds.device)), split_multiple(group)
+            embeds,
+            attention_mask,
+            position_ids,
+            shift_labels(labels.to(embeds.device)),
+            split_multiple(group),
         )
         layout = sequence_layout(group, row.cu_seqlens)
         local = layout.local.to(embeds.device)

@@ -90,6 +90,10 @@ class AudioDataModule(pl.LightningDataModule):
             model keeps them apart, see ``afnext.llms.packing``). Validation and test batches are never packed.
         max_windows_per_batch: Most audio windows (30 s encoder inputs) per batch, the encoder's cost unit;
             ``None``: no cap.
+        balance_work: With several data-parallel ranks, give the ranks of each step batches of similar estimated
+            work (:mod:`afnext.data.cost`; needs the model's sizes, see :meth:`attach_processor`). ``False``: each
+            rank takes every N-th batch of the shuffled order, so a step's batches are those one process
+            accumulating N batches would see (for comparisons against one process).
         seed: Seeds shuffling and mixture draws (with the epoch).
         num_buckets: Duration buckets per epoch.
         samples_per_epoch: Training samples drawn per epoch from a mixture (default: all samples' count).
@@ -115,6 +119,7 @@ class AudioDataModule(pl.LightningDataModule):
         max_length: int | None = None,
         pack: bool = False,
         max_windows_per_batch: int | None = None,
+        balance_work: bool = True,
         seed: int = 0,
         num_buckets: int = 10,
         samples_per_epoch: int | None = None,
@@ -150,6 +155,7 @@ class AudioDataModule(pl.LightningDataModule):
                 f"data.max_windows_per_batch={max_windows_per_batch} must be a positive number of windows"
             )
         self.max_windows_per_batch = max_windows_per_batch
+        self.balance_work = bool(balance_work)
         self.num_buckets, self.samples_per_epoch = num_buckets, samples_per_epoch
         self.pin_memory, self.persistent_workers = pin_memory, persistent_workers
         self.resample_backend = resample_backend
@@ -276,7 +282,7 @@ class AudioDataModule(pl.LightningDataModule):
 
     def _cost(self, dataset: ManifestDataset) -> Any:
         """``batch -> estimated work`` from the samples' durations (None without the model's sizes)."""
-        if self.dims is None:
+        if self.dims is None or not self.balance_work:
             return None
         from afnext.data.cost import step_flops
 

@@ -149,33 +149,33 @@ def active_layout(layout: SequenceLayout):  # type: ignore[no-untyped-def]
 # --------------------------------------------------------------------------------------------------
 # Ulysses: all-to-all between the sequence split and the head split
 # --------------------------------------------------------------------------------------------------
+def _all_to_all(send: torch.Tensor, group: SequenceGroup) -> torch.Tensor:
+    """Equal chunks of ``send``'s dim 0 exchanged over the Ulysses group, differentiably (the backward is
+    the reverse exchange)."""
+    from torch.distributed._functional_collectives import all_to_all_single_autograd, wait_tensor
+
+    return wait_tensor(all_to_all_single_autograd(send, None, None, group.ulysses))
+
+
 def _seq_to_heads(x: torch.Tensor, group: SequenceGroup) -> torch.Tensor:
     """``(B, H, L_local, d)`` -> ``(B, H / U, U * L_local, d)``: every rank's tokens for this rank's heads."""
-    from torch.distributed.nn.functional import all_to_all_single
-
     u = group.ulysses_size
     b, h, l_local, d = x.shape
     send = (
         x.reshape(b, u, h // u, l_local, d).transpose(0, 1).contiguous()
     )  # (U, B, H/U, L_local, d)
-    recv = all_to_all_single(
-        torch.empty_like(send), send, group=group.ulysses
-    )  # dim 0: source rank
+    recv = _all_to_all(send, group)  # dim 0: source rank
     return recv.permute(1, 2, 0, 3, 4).reshape(b, h // u, u * l_local, d)
 
 
 def _heads_to_seq(x: torch.Tensor, group: SequenceGroup) -> torch.Tensor:
     """``(B, L, H / U, d)`` -> ``(B, L / U, H, d)``: back to this rank's tokens, every head."""
-    from torch.distributed.nn.functional import all_to_all_single
-
     u = group.ulysses_size
     b, length, h_local, d = x.shape
     send = (
         x.reshape(b, u, length // u, h_local, d).transpose(0, 1).contiguous()
     )  # (U, B, L/U, H/U, d)
-    recv = all_to_all_single(
-        torch.empty_like(send), send, group=group.ulysses
-    )  # dim 0: source head group
+    recv = _all_to_all(send, group)  # dim 0: source head group
     return recv.permute(1, 2, 0, 3, 4).reshape(b, length // u, u * h_local, d)
 
 

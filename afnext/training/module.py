@@ -288,10 +288,13 @@ class AudioLanguageModule(pl.LightningModule):
         if self._step_start is not None and not self._empty(batch):
             size = batch["input_ids"].shape[0]
             elapsed = max(time.perf_counter() - self._step_start, 1e-9)
-            tokens = float(batch["attention_mask"].sum())
+            # Per rank: the ranks of a sequence-parallel group share one row, each computing 1/N of it.
+            group = getattr(self.model, "sequence_group", None)
+            share = 1.0 / group.size if group is not None else 1.0
+            tokens = float(batch["attention_mask"].sum()) * share
             self.log("train/tokens_per_s", tokens / elapsed, batch_size=size)
             if "audio_seconds" in batch:
-                seconds = float(torch.as_tensor(batch["audio_seconds"]).sum())
+                seconds = float(torch.as_tensor(batch["audio_seconds"]).sum()) * share
                 self.log("train/audio_s_per_s", seconds / elapsed, prog_bar=True, batch_size=size)
         return out.loss
 
@@ -384,7 +387,9 @@ class AudioLanguageModule(pl.LightningModule):
         finally:
             if sharded:
                 self.model.reshard()
-        if empty or not self._first_of_sequence:  # the group's other ranks answered the same questions
+        if (
+            empty or not self._first_of_sequence
+        ):  # the group's other ranks answered the same questions
             return
         predictions = tokenizer.batch_decode(generated, skip_special_tokens=True)
         references = [tokenizer.decode(t, skip_special_tokens=True) for t in targets]

@@ -114,7 +114,11 @@ class FSDP2Strategy(ModelParallelStrategy):
         process_group_backend: str | None = None,
         timeout: timedelta | None = default_pg_timeout,
     ) -> None:
-        if int(sequence_parallel) < 1 or int(ring_size) < 1 or int(sequence_parallel) % int(ring_size):
+        if (
+            int(sequence_parallel) < 1
+            or int(ring_size) < 1
+            or int(sequence_parallel) % int(ring_size)
+        ):
             raise ConfigError(
                 f"trainer.sequence_parallel={sequence_parallel} and trainer.ring_size={ring_size}: both must be "
                 "at least 1 and ring_size must divide sequence_parallel (Ulysses degree = their ratio)"
@@ -151,7 +155,9 @@ class FSDP2Strategy(ModelParallelStrategy):
         if sp > 1:
             ring = self.ring_size
             self._sequence_mesh = init_device_mesh(
-                device, (world // sp, ring, sp // ring), mesh_dim_names=("data_parallel", "ring", "ulysses")
+                device,
+                (world // sp, ring, sp // ring),
+                mesh_dim_names=("data_parallel", "ring", "ulysses"),
             )
         assert self.lightning_module is not None
         self.lightning_module._device_mesh = self._device_mesh
