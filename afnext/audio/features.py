@@ -117,8 +117,14 @@ def _log_mel(
     sampling_rate: int,
     workers: int | None,
     source: str = "<windows>",
+    last_samples: int | None = None,
 ) -> torch.Tensor:
     """:func:`log_mel_spectrogram` of the windows of ``parts`` (float32 ``(w_i, N)`` each), in order.
+
+    ``last_samples``: the last window holds real samples only before this index, zeros after (a zero-padded
+    partial window); its frames that lie wholly in the zeros are not computed: their power is exactly 0, so
+    their log is the floor, ``log10(1e-10)``, which is written directly (the same values, a 5 s clip at a sixth
+    of a 30 s window's cost).
 
     Raises:
         AudioError: A window holds a non-finite sample (named with ``source``).
@@ -135,13 +141,22 @@ def _log_mel(
         num_frames,
     )
     out = torch.empty((count, n_mels, num_frames), device=device, dtype=torch.float32)
-    # (windows, their rows of out): one window at a time on the CPU, each part as one batch elsewhere.
+    # (windows, their rows of out, frames to compute): one window at a time on the CPU, each part as one batch
+    # elsewhere; a zero-padded last window alone, with only the frames that reach its real samples.
     jobs, row = [], 0
-    for part in parts:
-        if device.type == "cpu":
-            jobs += [(part[i : i + 1], out[row + i : row + i + 1]) for i in range(part.shape[0])]
+    for index, part in enumerate(parts):
+        if index == len(parts) - 1 and last_samples is not None:
+            if part.shape[0] > 1:
+                jobs.append((part[:-1], out[row : row + part.shape[0] - 1], num_frames))
+            live = _live_frames(last_samples, n_fft, hop_length, length, num_frames)
+            jobs.append((part[-1:], out[row + part.shape[0] - 1 : row + part.shape[0]], live))
+        elif device.type == "cpu":
+            jobs += [
+                (part[i : i + 1], out[row + i : row + i + 1], num_frames)
+                for i in range(part.shape[0])
+            ]
         else:
-            jobs.append((part, out[row : row + part.shape[0]]))
+            jobs.append((part, out[row : row + part.shape[0]], num_frames))
         row += part.shape[0]
     # Helper threads need a per-thread intra-op setting, which torch has when built with OpenMP (as its wheels are);
     # its native thread pool is process-wide, so there the calling thread does it all on the shared pool.
@@ -177,10 +192,20 @@ def _log_mel(
     return out
 
 
+def _live_frames(samples: int, n_fft: int, hop: int, length: int, num_frames: int) -> int:
+    """Frames of a window with real samples before ``samples`` (zeros after) that read any of them: frame ``t``
+    starts at sample ``t * hop - n_fft // 2``. All frames when one of the others would reach the window's end
+    (its reflect padding reads the window's own last samples)."""
+    live = min(num_frames, -(-(samples + n_fft // 2) // hop))
+    inside = (length - (n_fft - n_fft // 2)) // hop + 1  # frames that end inside the window
+    return live if live < inside else num_frames
+
+
 def _run_jobs(
-    jobs: Iterable[tuple[torch.Tensor, torch.Tensor]], plan: _Plan, restore: int | None = None
+    jobs: Iterable[tuple[torch.Tensor, torch.Tensor, int]], plan: _Plan, restore: int | None = None
 ) -> None:
-    """Features of each ``(windows, out rows)`` job in turn; with ``restore``, on one intra-op thread.
+    """Features of each ``(windows, out rows, frames to compute)`` job in turn; with ``restore``, on one
+    intra-op thread.
 
     ``jobs`` may be one iterator shared by several threads: a list iterator hands each item out once (its
     ``next`` runs under the GIL).
@@ -189,11 +214,11 @@ def _run_jobs(
         torch.set_num_threads(1)
     try:
         frames = None
-        for windows, out in jobs:
+        for windows, out, live in jobs:
             shape = (windows.shape[0], plan.num_frames, plan.hann.shape[0])
             if frames is None or frames.shape != shape:
                 frames = torch.empty(shape, device=windows.device, dtype=torch.float32)
-            _log_mel_block(windows, out, frames, plan)
+            _log_mel_block(windows, out, frames, plan, live)
     finally:
         if restore is not None:
             torch.set_num_threads(restore)
@@ -218,14 +243,16 @@ def _mel_groups(bank: torch.Tensor) -> list[tuple[int, int, int, int, torch.Tens
     return groups
 
 
-def _frames(windows: torch.Tensor, frames: torch.Tensor, plan: _Plan) -> None:
-    """Write the Hann-windowed frames of a centred, reflect-padded STFT of ``windows`` into ``frames``.
+def _frames(windows: torch.Tensor, frames: torch.Tensor, plan: _Plan, count: int) -> None:
+    """Write the first ``count`` Hann-windowed frames of a centred, reflect-padded STFT of ``windows`` into
+    ``frames``.
 
     ``(w, N)`` -> ``(w, T, n_fft)``, frame ``t`` centred on sample ``t * hop``, the last frame dropped like
     upstream (``T = N // hop``). Frames inside the window are read as views; only those that reach into the
-    padding come from a padded copy of the window's edge.
+    padding come from a padded copy of the window's edge. ``count`` is ``T``, or fewer frames that all end
+    inside the window (:func:`_live_frames`).
     """
-    hann, hop, count = plan.hann, plan.hop_length, plan.num_frames
+    hann, hop = plan.hann, plan.hop_length
     n_fft, length = hann.shape[0], windows.shape[-1]
     pad = n_fft // 2
     # Frame t covers samples [t * hop - pad, t * hop - pad + n_fft): frames [first, end) lie inside the window
@@ -248,10 +275,15 @@ def _frames(windows: torch.Tensor, frames: torch.Tensor, plan: _Plan) -> None:
 
 
 def _log_mel_block(
-    windows: torch.Tensor, out: torch.Tensor, frames: torch.Tensor, plan: _Plan
+    windows: torch.Tensor, out: torch.Tensor, frames: torch.Tensor, plan: _Plan, live: int
 ) -> None:
-    """Features of ``(w, N)`` windows into ``out`` (``(w, n_mels, T)``); ``frames`` is scratch space."""
-    _frames(windows, frames, plan)
+    """Features of ``(w, N)`` windows into ``out`` (``(w, n_mels, T)``); ``frames`` is scratch space. Frames
+    from ``live`` on read only zeros: their power is 0 and is written as such."""
+    full = out
+    if live < plan.num_frames:
+        out[..., live:].zero_()
+        out, frames = out[..., :live], frames[:, :live]
+    _frames(windows, frames, plan, live)
     spec = torch.fft.rfft(frames)  # (w, T, F) complex; rfft's out= copies, so it allocates
     squares = torch.view_as_real(spec).flatten(-2)  # (w, T, 2F): re, im of each bin
     squares.mul_(squares)
@@ -269,7 +301,7 @@ def _log_mel_block(
         else:
             out_rows[..., a:b, :].zero_()
     del squares
-    log_spec = out.clamp_(min=1e-10).log10_()
+    log_spec = full.clamp_(min=1e-10).log10_()
     # Whisper's dynamic range: at most 80 dB (8 in log10) below the window's own peak.
     peak = log_spec.amax(dim=(1, 2), keepdim=True)  # (w, 1, 1)
     torch.maximum(log_spec, peak - 8.0, out=log_spec)
@@ -318,8 +350,8 @@ def whisper_features(
     # split_windows copies the whole waveform.
     full = wave.shape[0] // per_window
     parts = [wave[: full * per_window].view(full, per_window)] if full else []
+    tail = wave[full * per_window :]
     if full < lengths.shape[0]:
-        tail = wave[full * per_window :]
         parts.append(torch.nn.functional.pad(tail, (0, per_window - tail.shape[0]))[None])
     features = _log_mel(
         parts,
@@ -329,5 +361,6 @@ def whisper_features(
         sampling_rate=SAMPLING_RATE,
         workers=None,
         source="<waveform>",
+        last_samples=tail.shape[0] if full < lengths.shape[0] else None,
     )
     return features, frame_mask(lengths, HOP_LENGTH, features.shape[-1])

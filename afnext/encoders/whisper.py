@@ -118,10 +118,52 @@ class AFWhisperEncoder(nn.Module, metaclass=RecordsSpec):
             ``(hidden (W, T, out_dim), mask (W, T))`` with ``T = max_source_positions // 2``.
         """
         mask = mask.to(torch.long)
-        hidden = self.tower(features, input_features_mask=mask).last_hidden_state  # (W, T, D)
-        lengths = self.output_lengths(mask.sum(-1))
+        frames = mask.sum(-1)
+        keep = self.frames_needed(frames, features.shape[-1])
+        if keep < features.shape[-1]:
+            hidden = self._encode_prefix(features[..., :keep], mask[:, :keep])
+        else:  # full windows: transformers' own forward, bit for bit
+            hidden = self.tower(features, input_features_mask=mask).last_hidden_state  # (W, T, D)
+        lengths = self.output_lengths(frames)
         out_mask = torch.arange(hidden.shape[1], device=hidden.device)[None, :] < lengths[:, None]
         return hidden, out_mask
+
+    @staticmethod
+    def frames_needed(frame_lengths: torch.Tensor, total: int) -> int:
+        """Leading log-mel frames the valid tokens of every window depend on.
+
+        Attention ignores padded frames (their keys are masked), so a valid token sees the padding only through
+        the conv stem's receptive field: conv2 output ``j < (n-1)//2+1`` reads conv1 outputs ``2j-1 .. 2j+1``,
+        which read frames up to ``2j+2 <= n+1``. The frames past ``n + 2`` of the longest window change nothing;
+        cutting them makes a 5 s clip cost a sixth of a 30 s window in every layer.
+        """
+        if frame_lengths.numel() == 0:
+            return total
+        return min(total, int(frame_lengths.max()) + 2)
+
+    def _encode_prefix(self, features: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """transformers' ``AudioFlamingo3Encoder.forward`` on the first ``F`` frames of each window (the rest
+        being padding no valid token depends on): the same modules and masks, the positions cut to the frames
+        kept. Valid tokens equal the full forward's (tests/encoders/test_whisper.py)."""
+        from transformers.masking_utils import create_bidirectional_mask
+
+        tower = self.tower
+        seq_len = (features.shape[-1] - 1) // 2 + 1  # after conv2
+        lengths = (mask.sum(-1) - 1) // 2 + 1
+        conv_mask = torch.arange(seq_len, device=features.device) < lengths[:, None]
+        hidden = nn.functional.gelu(tower.conv1(features))
+        hidden = nn.functional.gelu(tower.conv2(hidden)).permute(0, 2, 1)
+        hidden = hidden + tower.embed_positions.weight[:seq_len]
+        hidden = nn.functional.dropout(hidden, p=tower.dropout, training=tower.training)
+        attention_mask = create_bidirectional_mask(
+            config=tower.config, inputs_embeds=hidden, attention_mask=conv_mask
+        )
+        for layer in tower.layers:
+            if tower.training and tower.layerdrop > 0.0 and torch.rand([]) < tower.layerdrop:
+                continue
+            hidden = layer(hidden, attention_mask)
+        hidden = tower.avg_pooler(hidden.permute(0, 2, 1)).permute(0, 2, 1)
+        return tower.layer_norm(hidden)
 
     @classmethod
     def from_pretrained(

@@ -288,9 +288,18 @@ def spread_windows(
 def gather_windows(
     hidden: torch.Tensor, mask: torch.Tensor, total: int, group: SequenceGroup
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Every rank's encoded windows, in order (differentiable: each window's gradient returns to its rank)."""
+    """Every rank's encoded windows, in order (differentiable: each window's gradient returns to its rank).
+
+    An encoder may return fewer positions for a share of short windows (AF-Whisper skips padding no valid token
+    depends on): shares are padded to the group's longest, with masked positions."""
     from torch.distributed.nn.functional import all_gather
 
+    longest = torch.tensor([hidden.shape[1]], device=hidden.device)
+    dist.all_reduce(longest, op=dist.ReduceOp.MAX, group=group.group)
+    extra = int(longest) - hidden.shape[1]
+    if extra:
+        hidden = torch.nn.functional.pad(hidden, (0, 0, 0, extra))
+        mask = torch.nn.functional.pad(mask, (0, extra))
     parts = all_gather(hidden.contiguous(), group=group.group)
     masks = [torch.empty_like(mask) for _ in range(group.size)]
     dist.all_gather(masks, mask.contiguous(), group=group.group)

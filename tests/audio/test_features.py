@@ -190,8 +190,23 @@ def test_blocks_views_and_grouped_mel_equal_the_textbook_computation(signals, n_
     plan = features_module._Plan(
         torch.hann_window(400), features_module._mel_groups(bank), 160, 200
     )
-    features_module._run_jobs([(windows.samples, batched)], plan)
+    features_module._run_jobs([(windows.samples, batched, 200)], plan)
     torch.testing.assert_close(batched, features, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("tail", [1, 159, 160, 201, 4_000, 31_600, 31_700, 31_799, 31_999])
+def test_the_silent_frames_of_a_partial_window_are_not_computed_and_equal_the_textbook(tail):
+    """A last window of ``tail`` real samples (2 s windows, 32,000 samples): the frames that read only its zero
+    padding are written as silence, not computed, and every frame equals the dense computation's."""
+    wave = torch.randn(32_000 + tail, generator=torch.Generator().manual_seed(tail)) * 0.1
+    want = _dense_log_mel(split_windows(wave, window_seconds=2.0).samples, 128)
+    live = features_module._live_frames(tail, 400, 160, 32_000, 200)
+    if tail <= 4_000:  # frames up to the last one that starts before the real samples end
+        assert live == -(-(tail + 200) // 160)
+    if tail >= 31_600:  # a frame would reach the window's end (reflect padding): all computed
+        assert live == 200
+    features, _ = whisper_features(wave, window_seconds=2.0)
+    torch.testing.assert_close(features, want, rtol=0, atol=2e-5)
 
 
 @pytest.mark.parametrize("length", [201, 300, 399, 400, 560, 561, 800, 1234])

@@ -76,6 +76,34 @@ def test_matches_transformers_audio_tower(tmp_path):
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("attn", ["sdpa", "eager", "afnext_varlen"])
+def test_short_windows_skip_their_padding_and_match_the_full_forward(attn):
+    """Windows shorter than 30 s run only the frames their valid tokens depend on (the longest one's plus the
+    conv stem's two): valid tokens and every gradient equal transformers' forward over the padded windows."""
+    torch.manual_seed(0)
+    enc = _tiny(attn_implementation=attn).eval()
+    feats = torch.randn(3, 128, 3000, requires_grad=True)
+    mask = torch.zeros(3, 3000, dtype=torch.long)
+    for row, frames in enumerate((1234, 77, 1)):
+        mask[row, :frames] = 1
+    assert enc.frames_needed(mask.sum(-1), 3000) == 1236
+    got, got_mask = enc(feats, mask)
+    assert got.shape[1] < 750 and got_mask.sum(-1).tolist() == [308, 19, 0]
+    full = enc.tower(feats, input_features_mask=mask).last_hidden_state
+    want = full[:, : got.shape[1]][got_mask]
+    torch.testing.assert_close(got[got_mask], want, atol=1e-5, rtol=1e-5)
+    trained = [p for p in enc.parameters() if p.requires_grad]
+    got[got_mask].square().sum().backward()
+    grads = [p.grad.clone() for p in trained] + [feats.grad.clone()]
+    enc.zero_grad()
+    feats.grad = None
+    want.square().sum().backward()
+    for a, b in zip(grads, [p.grad for p in trained] + [feats.grad]):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+    # in the full forward too, no valid token depends on a frame past the ones kept
+    assert feats.grad[:, :, :1236].abs().sum() > 0 and not feats.grad[:, :, 1236:].any()
+
+
 def test_loads_whisper_checkpoint_weights(tiny_checkpoints):
     from transformers import WhisperModel
 
