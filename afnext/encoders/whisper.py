@@ -4,6 +4,10 @@ Built on transformers' ``AudioFlamingo3Encoder`` (``transformers/models/audiofla
 modeling_audioflamingo3.py``), so its weights, attention back ends and numerics are exactly those of the
 AF3 / Music Flamingo / AF-Next checkpoints. It can be built from sizes (random init), or loaded from a
 Whisper, AF3, Music Flamingo or AF-Next checkpoint folder.
+
+Windows are padded to 30 s, as the checkpoints were trained; a batch of shorter windows runs only the frames its
+valid tokens depend on (:meth:`AFWhisperEncoder.frames_needed`), with the same modules: the valid tokens equal
+transformers' padded forward (to float rounding), at the cost of the audio's length instead of 30 s.
 """
 
 from __future__ import annotations
@@ -115,7 +119,8 @@ class AFWhisperEncoder(nn.Module, metaclass=RecordsSpec):
             mask: ``(W, frames)`` True (or 1) for real frames; padding of the last window is False.
 
         Returns:
-            ``(hidden (W, T, out_dim), mask (W, T))`` with ``T = max_source_positions // 2``.
+            ``(hidden (W, T, out_dim), mask (W, T))`` with ``T = max_source_positions // 2`` when a window is
+            full, fewer (but at least every window's valid tokens) when all are shorter.
         """
         mask = mask.to(torch.long)
         frames = mask.sum(-1)
