@@ -144,7 +144,7 @@ class AFWhisperEncoder(nn.Module, metaclass=RecordsSpec):
         """
         if frame_lengths.numel() == 0:
             return total
-        return min(total, int(frame_lengths.max()) + 2)
+        return min(total, max(int(frame_lengths.max()) + 2, 4))  # 4: at least one position after the pool
 
     def _encode_prefix(self, features: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """transformers' ``AudioFlamingo3Encoder.forward`` on the first ``F`` frames of each window (the rest
