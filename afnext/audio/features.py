@@ -23,6 +23,7 @@ What differs is how the work is laid out:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
@@ -131,15 +132,7 @@ def _log_mel(
     """
     device, length = parts[0].device, parts[0].shape[-1]
     count, num_frames = sum(p.shape[0] for p in parts), length // hop_length
-    bank = mel_filter_bank(
-        n_mels, n_fft=n_fft, sampling_rate=sampling_rate, device=device, dtype=torch.float32
-    )  # (n_mels, F)
-    plan = _Plan(
-        torch.hann_window(n_fft, periodic=True, device=device),
-        _mel_groups(bank),
-        hop_length,
-        num_frames,
-    )
+    plan = _plan(n_mels, n_fft, hop_length, sampling_rate, num_frames, device)
     out = torch.empty((count, n_mels, num_frames), device=device, dtype=torch.float32)
     # (windows, their rows of out, frames to compute): one window at a time on the CPU, each part as one batch
     # elsewhere; a zero-padded last window alone, with only the frames that reach its real samples.
@@ -199,6 +192,28 @@ def _live_frames(samples: int, n_fft: int, hop: int, length: int, num_frames: in
     live = min(num_frames, -(-(samples + n_fft // 2) // hop))
     inside = (length - (n_fft - n_fft // 2)) // hop + 1  # frames that end inside the window
     return live if live < inside else num_frames
+
+
+@functools.lru_cache(maxsize=16)
+def _plan(
+    n_mels: int,
+    n_fft: int,
+    hop_length: int,
+    sampling_rate: int,
+    num_frames: int,
+    device: torch.device,
+) -> _Plan:
+    """The window, the mel groups and the sizes every window of a call shares (made once per setting: grouping
+    the filter bank costs as much as the log-mel of a 5 s clip). Read only."""
+    bank = mel_filter_bank(
+        n_mels, n_fft=n_fft, sampling_rate=sampling_rate, device=device, dtype=torch.float32
+    )  # (n_mels, F)
+    return _Plan(
+        torch.hann_window(n_fft, periodic=True, device=device),
+        _mel_groups(bank),
+        hop_length,
+        num_frames,
+    )
 
 
 def _run_jobs(

@@ -7,7 +7,8 @@ Whisper, AF3, Music Flamingo or AF-Next checkpoint folder.
 
 Windows are padded to 30 s, as the checkpoints were trained; a batch of shorter windows runs only the frames its
 valid tokens depend on (:meth:`AFWhisperEncoder.frames_needed`), with the same modules: the valid tokens equal
-transformers' padded forward (to float rounding), at the cost of the audio's length instead of 30 s.
+transformers' padded forward (to float rounding), at the cost of the audio's length instead of 30 s. With SDPA
+the padding is a key mask, not transformers' square one.
 """
 
 from __future__ import annotations
@@ -125,9 +126,9 @@ class AFWhisperEncoder(nn.Module, metaclass=RecordsSpec):
         mask = mask.to(torch.long)
         frames = mask.sum(-1)
         keep = self.frames_needed(frames, features.shape[-1])
-        if keep < features.shape[-1]:
-            hidden = self._encode_prefix(features[..., :keep], mask[:, :keep])
-        else:  # full windows: transformers' own forward, bit for bit
+        if keep < features.shape[-1] or self.tower.config._attn_implementation == "sdpa":
+            hidden = self._encode_frames(features[..., :keep], mask[:, :keep])
+        else:  # full windows, other back ends: transformers' own forward
             hidden = self.tower(features, input_features_mask=mask).last_hidden_state  # (W, T, D)
         lengths = self.output_lengths(frames)
         out_mask = torch.arange(hidden.shape[1], device=hidden.device)[None, :] < lengths[:, None]
@@ -146,10 +147,11 @@ class AFWhisperEncoder(nn.Module, metaclass=RecordsSpec):
             return total
         return min(total, max(int(frame_lengths.max()) + 2, 4))  # 4: at least one position after the pool
 
-    def _encode_prefix(self, features: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def _encode_frames(self, features: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """transformers' ``AudioFlamingo3Encoder.forward`` on the first ``F`` frames of each window (the rest
-        being padding no valid token depends on): the same modules and masks, the positions cut to the frames
-        kept. Valid tokens equal the full forward's (tests/encoders/test_whisper.py)."""
+        being padding no valid token depends on): the same modules, the positions cut to the frames kept, and
+        for SDPA a key mask instead of a square one. Valid tokens equal the full forward's
+        (tests/encoders/test_whisper.py)."""
         from transformers.masking_utils import create_bidirectional_mask
 
         tower = self.tower
@@ -160,9 +162,21 @@ class AFWhisperEncoder(nn.Module, metaclass=RecordsSpec):
         hidden = nn.functional.gelu(tower.conv2(hidden)).permute(0, 2, 1)
         hidden = hidden + tower.embed_positions.weight[:seq_len]
         hidden = nn.functional.dropout(hidden, p=tower.dropout, training=tower.training)
-        attention_mask = create_bidirectional_mask(
-            config=tower.config, inputs_embeds=hidden, attention_mask=conv_mask
-        )
+        if tower.config._attn_implementation == "sdpa":
+            # A key mask that SDPA broadcasts, (W, 1, 1, T), instead of transformers' (W, 1, T, T): the same
+            # result without building and converting T x T booleans per window (a quarter of a small encoder's
+            # time; 0.5 GB for the 60 windows of 30 minutes). None when no frame is padding, as transformers
+            # does. A window with no valid frame attends to its first one (no NaN; its tokens are all masked).
+            if bool(conv_mask.all()):
+                attention_mask = None
+            else:
+                empty = ~conv_mask.any(-1, keepdim=True)
+                first = torch.arange(seq_len, device=features.device) == 0
+                attention_mask = (conv_mask | (empty & first))[:, None, None, :]
+        else:
+            attention_mask = create_bidirectional_mask(
+                config=tower.config, inputs_embeds=hidden, attention_mask=conv_mask
+            )
         for layer in tower.layers:
             if tower.training and tower.layerdrop > 0.0 and torch.rand([]) < tower.layerdrop:
                 continue

