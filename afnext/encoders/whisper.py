@@ -145,7 +145,9 @@ class AFWhisperEncoder(nn.Module, metaclass=RecordsSpec):
         """
         if frame_lengths.numel() == 0:
             return total
-        return min(total, max(int(frame_lengths.max()) + 2, 4))  # 4: at least one position after the pool
+        return min(
+            total, max(int(frame_lengths.max()) + 2, 4)
+        )  # 4: at least one position after the pool
 
     def _encode_frames(self, features: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """transformers' ``AudioFlamingo3Encoder.forward`` on the first ``F`` frames of each window (the rest
