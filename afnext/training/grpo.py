@@ -118,9 +118,32 @@ class GRPOModule(GRPOValidation):
         return self._reference
 
     # ------------------------------------------------------------------------------------------
+    def configure_model(self) -> None:
+        """Shard the policy (FSDP2), and the frozen reference copy the same way: each rank keeps 1/N of it
+        (an unsharded copy of an 8B model in float32 is 33 GB on every GPU)."""
+        super().configure_model()
+        from afnext.training.strategy import FSDP2Strategy
+
+        strategy = self._trainer.strategy if self._trainer is not None else None
+        if self.reference is not None and isinstance(strategy, FSDP2Strategy):
+            strategy.shard(self.reference)
+
     def on_fit_start(self) -> None:
-        if self.reference is not None:
-            self.reference.to(self.device)
+        from torch.distributed.fsdp import FSDPModule
+
+        if self.reference is not None and not isinstance(self.reference, FSDPModule):
+            self.reference.to(self.device)  # a sharded one already lies on the mesh's device
+        if self.reference_mode != "none":
+            from lightning.pytorch.utilities import rank_zero_info
+
+            where = (
+                f"a frozen copy sharded over {self.trainer.world_size} ranks (FSDP2)"
+                if isinstance(self.reference, FSDPModule)
+                else "a frozen copy on every rank"
+                if self.reference is not None
+                else "the LLM with its LoRA adapters off (no copy)"
+            )
+            rank_zero_info(f"GRPO reference policy (beta={self.settings.beta}): {where}")
         if isinstance(self.engine, InProcessEngine):
             self.engine.synced_gpus = self._sharded()  # FSDP2: every rank takes every decoding step
 

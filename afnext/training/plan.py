@@ -19,7 +19,8 @@ activation checkpointing. Terms, per GPU:
   every rank of a group holds before the split;
 * GRPO stages: sampling, which ends before the update starts (so the larger of the two counts): the KV cache of
   ``batch_size x num_generations`` completions of ``prompt + max_new_tokens`` tokens, and their prefill through
-  one layer.
+  one layer; with ``grpo.beta > 0`` the frozen reference policy, a copy of the weights sharded like them (none
+  with LoRA: the reference is the LLM with its adapters off).
 
 Estimates, not measurements: ``tests/training/test_plan.py`` compares them with measured peaks on CPU
 (within 25%), and ``benchmarks/gpu_check.sh`` does the same on a GPU when one is available.
@@ -105,6 +106,7 @@ class _Setting:
     rollout: tuple[int, int] | None = (
         None  # GRPO: (completions per rank per rollout, max_new_tokens)
     )
+    kl_reference: bool = False  # GRPO with beta > 0: a frozen reference policy (a copy unless LoRA)
 
 
 def _layer_bytes_per_token(d: ModelDims, b: int) -> int:
@@ -135,6 +137,10 @@ def _memory(
         "gradients": 4 * trainable // shard * (2 if not s.fsdp and s.world > 1 else 1),
         "optimizer": 8 * trainable // shard,
     }
+    if s.kl_reference and not getattr(model.llm, "has_lora", False):
+        # GRPO's frozen reference: a copy of the weights, sharded like them under FSDP2 (with LoRA the reference
+        # is the same LLM with its adapters off: no copy)
+        terms["reference"] = terms["parameters"]
     if s.fsdp:
         units = shard_units(model)
         in_units = {id(p) for u in units for p in u.parameters()}
@@ -196,8 +202,16 @@ def _memory(
         )
     else:
         enc = local_windows * per_window  # no gradient: one layer's tensors at a time
-    if s.reference_attention:
-        enc += local_windows * 4 * dims.encoder_positions**2 * max(1, dims.llm_heads // 4)
+    # The encoder's own attention back end: eager, and afnext's varlen reference off the GPU, keep each layer's
+    # float32 probabilities (every layer's when the encoder trains without checkpointing); SDPA (a key mask,
+    # afnext.encoders.whisper) and the flash-style kernels keep O(frames).
+    config = getattr(model.encoder, "config", None)
+    enc_attn = str(getattr(config, "_attn_implementation", None) or "sdpa")
+    if enc_attn == "eager" or (enc_attn == "afnext_varlen" and not s.gpu):
+        heads = int(getattr(config, "num_attention_heads", 1) or 1)
+        probs = local_windows * 4 * heads * dims.encoder_positions**2
+        trained_layers = "encoder" in s.trainable and not s.checkpointing
+        enc += probs * (dims.encoder_layers if trained_layers else 1)
     terms["encoder_activations"] = enc
     terms["row_buffers"] = (
         b * tokens * h * (2 if s.sp > 1 else 1)
@@ -231,13 +245,14 @@ def _setting(cfg: DictConfig, stage: Any, sp: int | None = None) -> _Setting:
     accelerator = str(trainer.get("accelerator", "gpu"))
     gpu = accelerator in ("gpu", "cuda", "auto")
     data = {**cfg.data, **dict(stage.data)}
-    rollout = None
+    rollout, kl_reference = None, False
     if getattr(stage, "objective", "sft") == "grpo":
         grpo = dict(stage.grpo or {})
         rollout = (
             int(data.get("batch_size") or 1) * int(grpo.get("num_generations", 8)),
             int(grpo.get("max_new_tokens", 256)),
         )
+        kl_reference = float(grpo.get("beta", 0.0) or 0.0) > 0
     return _Setting(
         trainable=tuple(stage.trainable),
         world=devices * nodes,
@@ -256,10 +271,11 @@ def _setting(cfg: DictConfig, stage: Any, sp: int | None = None) -> _Setting:
         max_length=stage.max_length,
         gpu=gpu,
         rollout=rollout,
+        kl_reference=kl_reference,
     )
 
 
-_STATE = ("parameters", "gradients", "optimizer", "gathered_parameters")
+_STATE = ("parameters", "gradients", "optimizer", "gathered_parameters", "reference")
 
 
 def _total(terms: dict[str, int], gpu: bool) -> int:
@@ -374,7 +390,7 @@ def plan_table(plans: list[StagePlan]) -> Any:
         table.add_column(c, justify="left" if c in ("stage", "fits") else "right")
     for p in plans:
         t = p.terms
-        state = t["parameters"] + t["gradients"] + t["optimizer"] + t.get("gathered_parameters", 0)
+        state = sum(t.get(k, 0) for k in _STATE)
         table.add_row(
             p.name, str(p.sequence_parallel), f"{p.audio_seconds / 60:.1f} min", f"{p.tokens_per_gpu:,}",
             _gib(state), _gib(t["llm_activations"]), _gib(p.activations_without_checkpointing),

@@ -206,6 +206,11 @@ def test_grpo_on_two_cpu_processes(tmp_path, strategy):
     text = (tmp_path / "two.log").read_text()
     assert proc.returncode == 0, text[-5000:]
     assert "GLOBAL_RANK: 1, MEMBER: 2/2" in text, text[-4000:]
+    sharded = "trainer=fsdp" in strategy
+    where = (
+        "a frozen copy sharded over 2 ranks (FSDP2)" if sharded else "a frozen copy on every rank"
+    )
+    assert f"GRPO reference policy (beta=0.05): {where}" in text, text[-4000:]
     stage = run / "stages" / "0_train"
     assert json.loads((stage / "DONE").read_text())["steps"] == 2
     assert (stage / "rollouts" / "step_0.jsonl").is_file()

@@ -61,6 +61,12 @@ def test_a_grpo_stage_counts_its_rollout_and_more_completions_need_more(capsys):
     )
     sixteen = cot_grpo("curriculum.stages.cot_grpo.grpo.num_generations=16")
     assert sixteen["terms"]["rollout"] > 1.9 * terms["rollout"] and sixteen["fits"] is False
+    # A KL penalty keeps a frozen reference: a copy of the weights, sharded like them by FSDP2 (128 ranks)
+    kl = cot_grpo("curriculum.stages.cot_grpo.grpo.beta=0.04")
+    assert "reference" not in terms and kl["terms"]["reference"] == terms["parameters"]
+    assert kl["total_bytes"] == eight["total_bytes"] + terms["parameters"]
+    ddp = cot_grpo("curriculum.stages.cot_grpo.grpo.beta=0.04", "trainer=ddp")
+    assert ddp["terms"]["reference"] == ddp["terms"]["parameters"] > 100 * terms["parameters"]
 
 
 def test_the_table_and_the_errors(capsys):
