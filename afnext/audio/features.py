@@ -124,8 +124,8 @@ def _log_mel(
 
     ``last_samples``: the last window holds real samples only before this index, zeros after (a zero-padded
     partial window); its frames that lie wholly in the zeros are not computed: their power is exactly 0, so
-    their log is the floor, ``log10(1e-10)``, which is written directly (the same values, a 5 s clip at a sixth
-    of a 30 s window's cost).
+    their log is the floor, ``log10(1e-10)``, which is written directly (the same values to float rounding: the
+    other frames' GEMMs run over fewer columns; a 5 s clip at a sixth of a 30 s window's cost).
 
     Raises:
         AudioError: A window holds a non-finite sample (named with ``source``).
@@ -138,18 +138,19 @@ def _log_mel(
     # elsewhere; a zero-padded last window alone, with only the frames that reach its real samples.
     jobs, row = [], 0
     for index, part in enumerate(parts):
-        if index == len(parts) - 1 and last_samples is not None:
-            if part.shape[0] > 1:
-                jobs.append((part[:-1], out[row : row + part.shape[0] - 1], num_frames))
-            live = _live_frames(last_samples, n_fft, hop_length, length, num_frames)
-            jobs.append((part[-1:], out[row + part.shape[0] - 1 : row + part.shape[0]], live))
-        elif device.type == "cpu":
+        partial = index == len(parts) - 1 and last_samples is not None
+        whole = part[:-1] if partial else part  # the windows computed in full
+        if device.type == "cpu":
             jobs += [
-                (part[i : i + 1], out[row + i : row + i + 1], num_frames)
-                for i in range(part.shape[0])
+                (whole[i : i + 1], out[row + i : row + i + 1], num_frames)
+                for i in range(whole.shape[0])
             ]
-        else:
-            jobs.append((part, out[row : row + part.shape[0]], num_frames))
+        elif whole.shape[0]:
+            jobs.append((whole, out[row : row + whole.shape[0]], num_frames))
+        if partial:
+            live = _live_frames(last_samples, n_fft, hop_length, length, num_frames)
+            last = row + part.shape[0] - 1
+            jobs.append((part[-1:], out[last : last + 1], live))
         row += part.shape[0]
     # Helper threads need a per-thread intra-op setting, which torch has when built with OpenMP (as its wheels are);
     # its native thread pool is process-wide, so there the calling thread does it all on the shared pool.

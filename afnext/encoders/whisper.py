@@ -7,8 +7,9 @@ Whisper, AF3, Music Flamingo or AF-Next checkpoint folder.
 
 Windows are padded to 30 s, as the checkpoints were trained; a batch of shorter windows runs only the frames its
 valid tokens depend on (:meth:`AFWhisperEncoder.frames_needed`), with the same modules: the valid tokens equal
-transformers' padded forward (to float rounding), at the cost of the audio's length instead of 30 s. With SDPA
-the padding is a key mask, not transformers' square one.
+transformers' padded forward (to float rounding), at the cost of the batch's longest window instead of 30 s
+(a batch of short clips; a full window anywhere in the batch keeps all frames). With SDPA the padding is a key
+mask, not transformers' square one.
 """
 
 from __future__ import annotations

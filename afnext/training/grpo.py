@@ -293,6 +293,10 @@ class GRPOModule(GRPOValidation):
             rollout.old_logps = self._frozen_logps(rollout, reference=False)
         if s.beta > 0:
             rollout.ref_logps = self._frozen_logps(rollout, reference=True)
+            if hasattr(self.reference, "reshard"):
+                # FSDP2 keeps a root unit gathered after its forward for the backward (older torch always
+                # does); the reference has no backward, so its root (embeddings, LM head) is sharded again here.
+                self.reference.reshard()
         return rollout
 
     # ------------------------------------------------------------------------------------------

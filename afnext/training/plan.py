@@ -205,7 +205,9 @@ def _memory(
     # The encoder's own attention back end: eager, and afnext's varlen reference off the GPU, keep each layer's
     # float32 probabilities (every layer's when the encoder trains without checkpointing); SDPA (a key mask,
     # afnext.encoders.whisper) and the flash-style kernels keep O(frames).
-    config = getattr(model.encoder, "config", None)
+    config = getattr(model.encoder, "config", None) or getattr(
+        getattr(model.encoder, "model", None), "config", None
+    )  # AF-Whisper's tower config, HuBERT / WavLM's model config
     enc_attn = str(getattr(config, "_attn_implementation", None) or "sdpa")
     if enc_attn == "eager" or (enc_attn == "afnext_varlen" and not s.gpu):
         heads = int(getattr(config, "num_attention_heads", 1) or 1)
