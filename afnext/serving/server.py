@@ -20,19 +20,8 @@ def serve(
     *,
     host: str = "127.0.0.1",
     port: int = 8000,
-    model_name: str | None = None,
-    api_key_env: str | None = None,
-    audio_dir: str | Path | None = None,
-    generation: Mapping[str, Any] | None = None,
-    max_batch_size: int = 16,
-    token_budget: int = 65536,
-    batch_wait_ms: float = 10.0,
-    max_body_mb: float = 100.0,
-    max_audio_seconds: float | None = 1800.0,
-    max_new_tokens: int = 4096,
-    device: str = "auto",
-    dtype: str | None = None,
     log_level: str = "info",
+    **options: Any,
 ) -> None:
     """Serve a model with the OpenAI chat-completions API until interrupted.
 
@@ -40,41 +29,16 @@ def serve(
         checkpoint: Run, stage or model folder (afnext or transformers AF3 / AF-Next).
         host: Address to bind (127.0.0.1: this machine only).
         port: TCP port.
-        model_name: Name clients pass as ``model`` (default: the checkpoint folder's name).
-        api_key_env: Environment variable holding the API key clients must send as a Bearer token.
-        audio_dir: Folder ``audio_url`` file parts may read from (``None``: only inline audio).
-        generation: Default generation settings (a preset of ``conf/generation/``).
-        max_batch_size: Most requests per ``generate`` call.
-        token_budget: Most tokens per call (rows x (longest prompt + max_new_tokens)).
-        batch_wait_ms: How long a request waits for others to share its batch.
-        max_body_mb: Largest request body in MiB.
-        max_audio_seconds: Longest audio a request may hold (``None``: no limit).
-        max_new_tokens: Most ``max_tokens`` a request may ask for.
-        device: ``auto``, ``cpu``, ``cuda``, ``cuda:1``, ...
-        dtype: Weights' dtype (``bfloat16``, ...; ``None``: as saved).
         log_level: uvicorn's log level.
+        **options: :func:`build_app`'s keyword arguments (model name, API key, audio folder, generation,
+            batching, limits, device, dtype).
 
     Raises:
-        ConfigError: ``api_key_env`` names an unset variable, or ``audio_dir`` is not a folder.
+        ConfigError: See :func:`build_app`.
     """
     import uvicorn
 
-    app = build_app(
-        checkpoint,
-        model_name=model_name,
-        api_key_env=api_key_env,
-        audio_dir=audio_dir,
-        generation=generation,
-        max_batch_size=max_batch_size,
-        token_budget=token_budget,
-        batch_wait_ms=batch_wait_ms,
-        max_body_mb=max_body_mb,
-        max_audio_seconds=max_audio_seconds,
-        max_new_tokens=max_new_tokens,
-        device=device,
-        dtype=dtype,
-    )
-    uvicorn.run(app, host=host, port=port, log_level=log_level)
+    uvicorn.run(build_app(checkpoint, **options), host=host, port=port, log_level=log_level)
 
 
 def serve_from_config(config: Mapping[str, Any]) -> None:
@@ -116,7 +80,26 @@ def build_app(
     device: str = "auto",
     dtype: str | None = None,
 ) -> Any:
-    """The app :func:`serve` runs (same arguments, no host / port)."""
+    """The app :func:`serve` runs.
+
+    Args:
+        checkpoint: Run, stage or model folder (afnext or transformers AF3 / AF-Next).
+        model_name: Name clients pass as ``model`` (default: the checkpoint folder's name).
+        api_key_env: Environment variable holding the API key clients must send as a Bearer token.
+        audio_dir: Folder ``audio_url`` file parts may read from (``None``: only inline audio).
+        generation: Default generation settings (a preset of ``conf/generation/``).
+        max_batch_size: Most requests per ``generate`` call.
+        token_budget: Most tokens per call (rows x (longest prompt + max_new_tokens)).
+        batch_wait_ms: How long a request waits for others to share its batch.
+        max_body_mb: Largest request body in MiB.
+        max_audio_seconds: Longest audio a request may hold (``None``: no limit).
+        max_new_tokens: Most ``max_tokens`` a request may ask for.
+        device: ``auto``, ``cpu``, ``cuda``, ``cuda:1``, ...
+        dtype: Weights' dtype (``bfloat16``, ...; ``None``: as saved).
+
+    Raises:
+        ConfigError: ``api_key_env`` names an unset variable, or ``audio_dir`` is not a folder.
+    """
     from afnext.inference.engine import load_engine
     from afnext.inference.generation import GenerationSettings
     from afnext.serving.app import create_app
