@@ -205,3 +205,24 @@ def test_several_benchmarks_compose_side_by_side():
     )
     assert cfg.benchmark.name == "mmau" and cfg.benchmarks.mmar.name == "mmar"
     assert instantiate(cfg.benchmarks.mmar, _convert_="all").root == Path("/m")
+
+
+def test_benchmark_list_as_the_issue_writes_it():
+    """`benchmark=[mmau,mmar,librispeech_clean]`: the short LibriSpeech names are the test-set configs."""
+    from afnext.cli.inference import _eval_overrides
+
+    cfg = compose_config(
+        "eval",
+        _eval_overrides(
+            ["benchmark=[mmau,mmar,librispeech_clean]", "benchmarks.librispeech_clean.root=/l"]
+        ),
+    )
+    assert cfg.get("benchmark") is None
+    assert list(cfg.benchmarks) == ["mmau", "mmar", "librispeech_clean"]
+    clean = instantiate(cfg.benchmarks.librispeech_clean, _convert_="all")
+    full = instantiate(
+        compose_config("eval", ["benchmark=librispeech_test_clean", "benchmark.root=/l"]).benchmark,
+        _convert_="all",
+    )
+    assert clean.name == "librispeech_clean" and clean.root == Path("/l")
+    assert {**vars(clean), "name": full.name} == vars(full)  # subset, prompt, generation, ...
