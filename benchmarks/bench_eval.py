@@ -9,7 +9,9 @@ runs gave the same predictions (greedy answers do not depend on the batch). Run 
     make demo    # or: AFNEXT_HOME=/tmp/x .venv/bin/afnext demo
     OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python benchmarks/bench_eval.py --checkpoint .afnext/runs/<run>
 
-The target (issue 14): at least 4x.
+The target (issue 14): at least 4x. The run also times the model's ``generate`` calls (audio encoder, LLM prefill and
+decoding steps): the batched run cannot take less, so ``one at a time / batched generate`` is the most the ratio can
+be on this machine whatever the rest (planning, audio reading, Lightning, scoring) costs.
 """
 
 from __future__ import annotations
@@ -60,13 +62,25 @@ def write_set(root: Path, items: int, seed: int = 0) -> Path:
 
 def run(
     checkpoint: str, root: Path, out: Path, batch: int, new_tokens: tuple[int, int], workers: int
-) -> tuple[float, list]:
-    """Seconds for one eval run (model loading excluded: it is the same for both) and its predictions."""
+) -> tuple[float, float, list]:
+    """Seconds for one eval run (model loading excluded: it is the same for both), the seconds of it spent in
+    the model's ``generate`` (audio encoder, LLM prefill and decoding steps), and its predictions."""
     from afnext.evaluation.benchmarks import MMAU
     from afnext.evaluation.runner import run_evaluation
     from afnext.inference.engine import load_engine
 
     engine = load_engine(checkpoint, device="cpu", max_batch_size=batch)
+    model_seconds = [0.0]
+    generate = engine.model.generate
+
+    def timed(*args, **kwargs):  # the model's share of the run
+        begin = time.perf_counter()
+        try:
+            return generate(*args, **kwargs)
+        finally:
+            model_seconds[0] += time.perf_counter() - begin
+
+    engine.model.generate = timed
     low, high = new_tokens
     benchmark = MMAU(root, generation={"max_new_tokens": high, "min_new_tokens": low})
     start = time.perf_counter()
@@ -81,7 +95,7 @@ def run(
     seconds = time.perf_counter() - start
     lines = [json.loads(x) for x in (out / "mmau" / "predictions.jsonl").read_text().splitlines()]
     assert results is not None and results["benchmarks"]["mmau"]["scored"] == len(lines)
-    return seconds, [x["prediction"] for x in lines]
+    return seconds, model_seconds[0], [x["prediction"] for x in lines]
 
 
 def main() -> None:
@@ -113,17 +127,30 @@ def main() -> None:
         common = ((args.min_new_tokens, args.max_new_tokens), args.workers)
         one_s = many_s = float("inf")
         for k in range(args.repeats):  # alternating, best of each: the machine is shared
-            seconds, one = run(args.checkpoint, root, Path(tmp) / f"one{k}", 1, *common)
-            one_s = min(one_s, seconds)
-            seconds, many = run(args.checkpoint, root, Path(tmp) / f"many{k}", args.batch, *common)
-            many_s = min(many_s, seconds)
+            seconds, model, one = run(args.checkpoint, root, Path(tmp) / f"one{k}", 1, *common)
+            if seconds < one_s:
+                one_s, one_model = seconds, model
+            seconds, model, many = run(
+                args.checkpoint, root, Path(tmp) / f"many{k}", args.batch, *common
+            )
+            if seconds < many_s:
+                many_s, many_model = seconds, model
     print(f"afnext eval throughput: {args.items} MMAU-format items (4-8 s clips), greedy, "
           f"min/max_new_tokens={args.min_new_tokens}/{args.max_new_tokens}, CPU, {torch.get_num_threads()} thread(s), "
           f"{args.workers} data-loader worker(s)")  # fmt: skip
-    print(f"{'run (best of ' + str(args.repeats) + ')':<24}{'seconds':>10}{'samples/s':>12}")
-    print(f"{'one at a time':<24}{one_s:>10.1f}{args.items / one_s:>12.2f}")
-    print(f"{f'batched ({args.batch})':<24}{many_s:>10.1f}{args.items / many_s:>12.2f}")
+    print(
+        f"{'run (best of ' + str(args.repeats) + ')':<24}{'seconds':>10}{'samples/s':>12}{'in generate':>14}"
+    )
+    print(f"{'one at a time':<24}{one_s:>10.2f}{args.items / one_s:>12.2f}{one_model:>13.2f}s")
+    print(
+        f"{f'batched ({args.batch})':<24}{many_s:>10.2f}{args.items / many_s:>12.2f}{many_model:>13.2f}s"
+    )
     print(f"ratio batched / one at a time: {one_s / many_s:.2f}x (target >= 4x)")
+    # The batched run cannot take less than its model time: what the ratio would be if planning, reading the
+    # audio, Lightning and scoring took nothing in the batched run (and still their share in the other).
+    print(
+        f"ceiling of the ratio (batched run = its time in generate only): {one_s / many_model:.2f}x"
+    )
     print(f"identical predictions: {'yes' if one == many else 'NO'}")
     print(f"mean answer length: {sum(len(p) for p in one) / len(one):.1f} characters")
 
