@@ -61,15 +61,23 @@ def write_set(root: Path, items: int, seed: int = 0) -> Path:
 
 
 def run(
-    checkpoint: str, root: Path, out: Path, batch: int, new_tokens: tuple[int, int], workers: int
+    checkpoint: str,
+    root: Path,
+    out: Path,
+    batch: int,
+    new_tokens: tuple[int, int],
+    workers: int,
+    device: str = "cpu",
 ) -> tuple[float, float, list]:
     """Seconds for one eval run (model loading excluded: it is the same for both), the seconds of it spent in
     the model's ``generate`` (audio encoder, LLM prefill and decoding steps), and its predictions."""
+    import torch
+
     from afnext.evaluation.benchmarks import MMAU
     from afnext.evaluation.runner import run_evaluation
     from afnext.inference.engine import load_engine
 
-    engine = load_engine(checkpoint, device="cpu", max_batch_size=batch)
+    engine = load_engine(checkpoint, device=device, max_batch_size=batch)
     model_seconds = [0.0]
     generate = engine.model.generate
 
@@ -78,6 +86,8 @@ def run(
         try:
             return generate(*args, **kwargs)
         finally:
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
             model_seconds[0] += time.perf_counter() - begin
 
     engine.model.generate = timed
@@ -90,7 +100,7 @@ def run(
         engine=engine,
         generation={"do_sample": False, "repetition_penalty": 1.0},
         num_workers=workers,
-        trainer={"accelerator": "cpu", "devices": 1},
+        trainer={"accelerator": "gpu" if device.startswith("cuda") else "cpu", "devices": 1},
     )
     seconds = time.perf_counter() - start
     lines = [json.loads(x) for x in (out / "mmau" / "predictions.jsonl").read_text().splitlines()]
@@ -119,12 +129,15 @@ def main() -> None:
     parser.add_argument(
         "--workers", type=int, default=1, help="data-loader workers decoding audio (both runs)"
     )
+    parser.add_argument(
+        "--device", default="cpu", help="cpu or cuda (the model's device in both runs)"
+    )
     args = parser.parse_args()
     import torch
 
     with tempfile.TemporaryDirectory() as tmp:
         root = write_set(Path(tmp) / "mmau", args.items)
-        common = ((args.min_new_tokens, args.max_new_tokens), args.workers)
+        common = ((args.min_new_tokens, args.max_new_tokens), args.workers, args.device)
         one_s = many_s = float("inf")
         for k in range(args.repeats):  # alternating, best of each: the machine is shared
             seconds, model, one = run(args.checkpoint, root, Path(tmp) / f"one{k}", 1, *common)
@@ -136,7 +149,7 @@ def main() -> None:
             if seconds < many_s:
                 many_s, many_model = seconds, model
     print(f"afnext eval throughput: {args.items} MMAU-format items (4-8 s clips), greedy, "
-          f"min/max_new_tokens={args.min_new_tokens}/{args.max_new_tokens}, CPU, {torch.get_num_threads()} thread(s), "
+          f"min/max_new_tokens={args.min_new_tokens}/{args.max_new_tokens}, {args.device}, {torch.get_num_threads()} CPU thread(s), "
           f"{args.workers} data-loader worker(s)")  # fmt: skip
     print(
         f"{'run (best of ' + str(args.repeats) + ')':<24}{'seconds':>10}{'samples/s':>12}{'in generate':>14}"

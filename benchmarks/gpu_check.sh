@@ -6,9 +6,9 @@
 #
 # Needs python (python3, or $PYTHON) with torch, triton, pytest and transformers; installs nothing and needs no
 # afnext install: kernels/afnext_kernels is exposed through a symlink on PYTHONPATH. Each step has its own time
-# limit (at most 13 minutes in all, under 10 minutes expected on an H100 / H200 with a cold Triton cache) and a
-# failing step does not stop the next one. Logs: $OUT/{env,tests,bench_attention,bench_cross_entropy,bench_rote,
-# bench_loss_memory,bench_train_step}.log
+# limit (at most 13 minutes in all, 2.5 more with EVAL_CHECKPOINT; under 10 minutes expected on an H100 / H200
+# with a cold Triton cache) and a failing step does not stop the next one. Logs: $OUT/{env,tests,bench_attention,bench_cross_entropy,bench_rote,
+# bench_loss_memory,bench_train_step,bench_eval}.log
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-$PWD/gpu_check_out}"
@@ -73,6 +73,12 @@ if "$PY" -c "import afnext.model, hydra, soxr, soundfile" 2>/dev/null; then
   else
     step bench_loss_memory 150 "$PY" benchmarks/bench_loss_memory.py --tokens 45000 --hidden 3584 --device cuda --bf16
     step bench_train_step 180 "$PY" benchmarks/bench_train_step.py --steps 4
+  fi
+  # Eval throughput on the GPU (issue 14): give a demo run folder carried to the machine, e.g.
+  # EVAL_CHECKPOINT=.afnext/runs/tiny_<date> (make demo's; the run folder is a few MB).
+  if [ -n "${EVAL_CHECKPOINT:-}" ]; then
+    step bench_eval 150 "$PY" benchmarks/bench_eval.py --checkpoint "$EVAL_CHECKPOINT" --device cuda \
+      --items 256 --repeats 2
   fi
 else
   echo "=== bench_loss_memory, bench_train_step: skipped (afnext's dependencies are not installed in $PY) ===" \
