@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from afnext.cli.training import print_config
@@ -178,7 +179,10 @@ def _eval_score(argv: list[str]) -> int:
     if OmegaConf.is_missing(cfg.benchmark, "root"):
         cfg.benchmark.root = None  # not needed to score a file in the benchmark's own format
     benchmark = instantiate(cfg.benchmark, _convert_="all")
-    result = score_file(benchmark, cfg.predictions)
+    config = OmegaConf.to_container(cfg, resolve=True)
+    cache = Path(str(cfg.predictions)).expanduser().resolve().parent / "judge_cache"
+    judge = _judge(config, {str(benchmark.name): benchmark}, cache)  # type: ignore[arg-type]
+    result = score_file(benchmark, cfg.predictions, judge=judge)
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
@@ -188,6 +192,26 @@ def _eval_score(argv: list[str]) -> int:
     for table in result_tables(result):
         console.print(table)
     return 0
+
+
+def _judge(config: dict[str, Any], benchmarks: dict[str, Any], cache_dir: Path) -> Any:
+    """The run's judge from ``judge.*`` (``None`` without an endpoint; a note on stderr when a benchmark is scored
+    by one: its answers are kept, and ``afnext eval score ... judge.base_url=...`` scores them later)."""
+    import sys
+
+    from afnext.evaluation.judge import build_judge
+
+    judge = build_judge(config.get("judge"), cache_dir=cache_dir)
+    judged = [name for name, b in benchmarks.items() if getattr(b, "judge_scale", None)]
+    if judge is None and judged:
+        print(
+            f"afnext eval: {', '.join(judged)} {'is' if len(judged) == 1 else 'are'} scored (partly) by an LLM "
+            "judge and no judge is set: those scores stay empty. Give judge.base_url=http://HOST:PORT/v1 "
+            "judge.model=NAME (any OpenAI-compatible endpoint; the key from judge.api_key_env, default "
+            "OPENAI_API_KEY).",
+            file=sys.stderr,
+        )
+    return judge
 
 
 def _eval_overrides(overrides: Sequence[str]) -> list[str]:
@@ -241,12 +265,12 @@ def _eval_run(argv: list[str]) -> int:
         raise ConfigError("afnext eval: no benchmark; give benchmark=NAME or benchmark=[a,b]")
     benchmarks = {name: instantiate(node, _convert_="all") for name, (_, node) in nodes.items()}
     out_dir = eval_dir(cfg.checkpoint, cfg.paths.root_dir, cfg.run_name, cfg.out_dir)
-    logger = judge = None
+    config = OmegaConf.to_container(cfg, resolve=True)
+    # The judge is built (and its key checked) before any answer is generated.
+    judge = _judge(config, benchmarks, out_dir / "judge_cache")  # type: ignore[arg-type]
+    logger = None
     if cfg.get("logger") is not None:
         logger = instantiate(cfg.logger, save_dir=str(out_dir), name=out_dir.name, _convert_="all")
-    if cfg.get("judge"):
-        judge = instantiate(cfg.judge, _convert_="all")
-    config = OmegaConf.to_container(cfg, resolve=True)
     try:
         results = run_from_config(benchmarks, config, out_dir=out_dir, logger=logger, judge=judge)  # type: ignore[arg-type]
     finally:

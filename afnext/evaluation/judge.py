@@ -6,10 +6,16 @@ judge that reasons first and states its score last is read right). Judgments are
 request (prompt text and model) through :class:`~afnext.inference.client.OpenAICompatibleClient`, so a
 rerun of a benchmark asks the judge nothing it has answered. A failed request or an unreadable score is
 ``None`` for that item and counted in :attr:`LLMJudge.failures`; it never fails the other items.
+
+A benchmark scored by a judge keeps its own prompt and scale in its config (``judge_prompt``, ``judge_scale`` in
+``conf/benchmark/longaudiobench.yaml``); the endpoint is the run's (``judge.base_url``, ``judge.model`` in
+``conf/eval.yaml``). :meth:`LLMJudge.for_benchmark` joins the two: a judge with the benchmark's prompt and scale
+that shares the endpoint's client (its connections, concurrency limit and cache).
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import re
@@ -18,19 +24,14 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 
 from afnext.errors import ConfigError
+from afnext.evaluation.metrics.judged import scale_prompt
 
-__all__ = ["DEFAULT_JUDGE_PROMPT", "DEFAULT_SCORE_PATTERN", "LLMJudge"]
+__all__ = ["DEFAULT_JUDGE_PROMPT", "DEFAULT_SCORE_PATTERN", "LLMJudge", "build_judge"]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_SCORE_PATTERN = r"(?i)\bscore\b\W{0,3}(-?\d+(?:\.\d+)?)"
-DEFAULT_JUDGE_PROMPT = (
-    "You grade answers to questions about an audio recording. You do not hear the audio; judge the "
-    "candidate answer against the reference answer only.\n\n"
-    "Question: {question}\nReference answer: {reference}\nCandidate answer: {prediction}\n\n"
-    "Rate how well the candidate answer agrees with the reference from 0 (wrong or unrelated) to 10 "
-    "(fully correct and complete). Explain briefly, then end with a line of the form 'Score: N'."
-)
+DEFAULT_JUDGE_PROMPT = scale_prompt(0, 10)
 
 
 def _template_fields(prompt: str) -> list[str]:
@@ -62,8 +63,9 @@ class LLMJudge:
     Args:
         base_url: ``http://host:port/v1`` or the full ``.../chat/completions`` URL.
         model: The judge model's name on that server.
-        prompt: A ``str.format`` template with named fields (e.g. :data:`DEFAULT_JUDGE_PROMPT`:
-            ``{question}``, ``{reference}``, ``{prediction}``); sent as the user message.
+        prompt: A ``str.format`` template with named fields (``{question}``, ``{reference}``,
+            ``{prediction}``; default :data:`DEFAULT_JUDGE_PROMPT`, 0-10); sent as the user message. A
+            benchmark's own ``judge_prompt`` replaces it for that benchmark (:meth:`for_benchmark`).
         api_key_env: Environment variable holding the API key; ``None`` for servers without keys.
         cache_dir: Folder of cached judgments (keyed by prompt text and model); ``None``: no cache.
         concurrency: Most requests in flight at once.
@@ -88,7 +90,7 @@ class LLMJudge:
         self,
         base_url: str,
         model: str,
-        prompt: str,
+        prompt: str = DEFAULT_JUDGE_PROMPT,
         *,
         api_key_env: str | None = "OPENAI_API_KEY",
         cache_dir: str | os.PathLike[str] | None = None,
@@ -135,6 +137,27 @@ class LLMJudge:
         )
         self.failures = 0
         self.failure_reasons: Counter[str] = Counter()
+
+    def for_benchmark(
+        self, prompt: str | None = None, scale: Sequence[float] | None = None
+    ) -> LLMJudge:
+        """This judge with a benchmark's prompt and score scale (each kept when ``None``), on the same client
+        (connections, concurrency limit, cache) and with its own failure counts.
+
+        Raises:
+            ConfigError: The prompt is not a template with named fields, or the scale is not (low, high).
+        """
+        judge = copy.copy(self)
+        if prompt is not None:
+            judge.prompt, judge.fields = prompt, _template_fields(prompt)
+        if scale is not None:
+            if len(scale) != 2 or not float(scale[0]) <= float(scale[1]):
+                raise ConfigError(
+                    f"judge_scale={list(scale)!r}: give [lowest, highest], lowest <= highest"
+                )
+            judge.min_score, judge.max_score = float(scale[0]), float(scale[1])
+        judge.failures, judge.failure_reasons = 0, Counter()
+        return judge
 
     def close(self) -> None:
         """Close the judge's connections."""
@@ -197,3 +220,56 @@ class LLMJudge:
                 self.failure_reasons[reason] += 1
             scores.append(value)
         return scores
+
+
+def build_judge(
+    config: Mapping[str, object] | None, *, cache_dir: str | os.PathLike[str] | None = None
+) -> object | None:
+    """The judge of a ``judge`` config block (``conf/eval.yaml``), or ``None`` when it names no endpoint.
+
+    Args:
+        config: ``{base_url, model, api_key_env, cache_dir, concurrency, max_retries, timeout, max_tokens,
+            score_pattern, prompt}`` for an :class:`LLMJudge` (``None`` values: its defaults); or a block with
+            ``_target_``, instantiated by Hydra as it is (a plugin's judge: any object with ``score(items)``).
+        cache_dir: Where judgments are cached when the block sets no ``cache_dir``.
+
+    Raises:
+        ConfigError: ``model`` without ``base_url`` or the reverse, an unknown key, or an invalid setting (the
+            message names ``judge.<key>``).
+    """
+    if not config:
+        return None
+    values = {k: v for k, v in dict(config).items() if v is not None}
+    if "_target_" in values:
+        import inspect
+
+        from hydra.utils import get_object, instantiate
+
+        try:
+            target = get_object(str(values["_target_"]))
+            parameters = inspect.signature(target).parameters
+            if not any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
+                # conf/eval.yaml's LLM-judge keys go only to a target that takes them
+                values = {k: v for k, v in values.items() if k == "_target_" or k in parameters}
+            return instantiate(values, _convert_="all")
+        except Exception as exc:  # Hydra wraps the target's own error
+            raise ConfigError(f"judge: could not build {values['_target_']}: {exc}") from exc
+    if not values.get("base_url") and not values.get("model"):
+        return None
+    if not values.get("base_url") or not values.get("model"):
+        missing = "base_url" if not values.get("base_url") else "model"
+        raise ConfigError(
+            f"judge.{missing} is not set: an LLM judge needs judge.base_url=http://HOST:PORT/v1 (any "
+            "OpenAI-compatible endpoint) and judge.model=NAME"
+        )
+    known = {
+        "base_url", "model", "prompt", "api_key_env", "cache_dir", "concurrency", "max_retries", "timeout",
+        "score_pattern", "max_tokens", "backoff",
+    }  # fmt: skip
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(f"judge.{unknown[0]}: unknown judge setting; known: {sorted(known)}")
+    if "api_key_env" in config and config["api_key_env"] is None:
+        values["api_key_env"] = None  # a server without keys
+    values.setdefault("cache_dir", cache_dir)
+    return LLMJudge(**values)  # type: ignore[arg-type]

@@ -169,3 +169,43 @@ def test_wandb_logger_gets_scores_and_a_table_with_playable_audio(
     assert len(data) == 3 and all(isinstance(row[1], wandb.Audio) for row in data)
     assert "eval/mmau/accuracy % (official rule)" in metrics[0]
     assert list((out / "wandb").glob("offline-run-*"))
+
+
+def test_a_judged_benchmark_with_judge_base_url_and_model(tmp_path, tiny_model_dir, capsys):
+    """`judge.base_url=URL judge.model=M` as the issue writes them: LongAudioBench's answers are generated, then
+    judged with its own 1-10 prompt, the judgments cached under the eval folder; a judge that cannot be built
+    (its key variable unset) fails before anything is generated."""
+    from tests.inference.fake_openai import FakeOpenAI
+
+    records = [
+        {"id": f"l{k}", "sound": f"l{k}.wav", "question": "What is heard?", "answer": "A tone."}
+        for k in range(3)
+    ]
+    for k in range(3):
+        write_wav(tmp_path / "lab" / f"l{k}.wav", 1.0 + k, seed=k)
+    (tmp_path / "lab" / "longaudiobench.json").write_text(json.dumps(records))
+    out = tmp_path / "out"
+    args = ["benchmark=longaudiobench", f"benchmark.root={tmp_path / 'lab'}",
+            f"checkpoint={tiny_model_dir}", f"out_dir={out}"]  # fmt: skip
+
+    code = main(["eval", *args, "judge.base_url=http://127.0.0.1:9/v1", "judge.model=m",
+                 "judge.api_key_env=AFNEXT_TEST_KEY_UNSET", *BASE])  # fmt: skip
+    assert code == 1 and "AFNEXT_TEST_KEY_UNSET" in capsys.readouterr().err
+    assert not (out / "longaudiobench" / "predictions.jsonl").exists()  # nothing generated
+
+    def respond(body: dict) -> str:
+        prompt = body["messages"][0]["content"]
+        return "Score: 6" if "long audio recording" in prompt and "to 10" in prompt else "Score: 0"
+
+    with FakeOpenAI(respond) as server:
+        results = _eval(capsys, *args, f"judge.base_url={server.url}", "judge.model=judge-m",
+                        "judge.api_key_env=null")  # fmt: skip
+        assert server.calls == 3
+    lab = results["benchmarks"]["longaudiobench"]
+    assert lab["score"] == pytest.approx(60.0) and lab["judge"]["judged"] == 3
+    assert (out / "judge_cache").is_dir()
+
+    # without a judge the answers are kept and the score says why it is empty
+    unjudged = _eval(capsys, *args)
+    assert unjudged["run"]["generated"] == 0
+    assert unjudged["benchmarks"]["longaudiobench"]["score"] is None

@@ -104,3 +104,99 @@ def test_template_and_pattern_errors_are_config_errors() -> None:
     )
     assert custom.parse("[[3]] then [[4]]") == (4.0, None)
     assert custom.parse("[[7]]") == (None, "out_of_range")
+
+
+# --------------------------------------------------------------------------------------------------
+# A benchmark's own prompt and scale; the judge block of conf/eval.yaml
+# --------------------------------------------------------------------------------------------------
+def _scale_of(body: dict) -> str:
+    prompt = body["messages"][0]["content"]
+    return "1-10" if "from 1 (wrong or unrelated) to 10" in prompt else "other"
+
+
+def _long_audio_file(tmp_path: Path) -> Path:
+    import json
+
+    records = [
+        {"id": f"l{k}", "sound": f"l{k}.wav", "question": "What is heard?", "answer": "A dog."}
+        for k in range(3)
+    ]
+    (tmp_path / "longaudiobench.json").write_text(json.dumps(records))
+    predictions = tmp_path / "run" / "p.jsonl"
+    predictions.parent.mkdir()
+    predictions.write_text(
+        "".join(
+            json.dumps({"id": f"l{k}", "prediction": p}) + "\n"
+            for k, p in enumerate(["a dog barks", "a car", "a dog"])
+        )
+    )
+    return predictions
+
+
+def test_benchmark_prompt_and_scale_reach_the_judge(tmp_path: Path) -> None:
+    """LongAudioBench asks 1-10 in its own prompt; a 0 is outside that scale: counted with its reason, not
+    averaged in (a 0-10 prompt with a 1-10 scale used to drop every wrong answer and inflate the score)."""
+    from afnext.evaluation.benchmarks import LongAudioBench, score_file
+
+    replies = {"a dog barks": "Score: 9", "a car": "Score: 0", "a dog": "Score: 7"}
+
+    def respond(body: dict) -> str:
+        if _scale_of(body) != "1-10":
+            return "Score: 5"
+        prediction = body["messages"][0]["content"].split("Candidate answer: ")[1].split("\n")[0]
+        return replies[prediction]
+
+    predictions = _long_audio_file(tmp_path)
+    with FakeOpenAI(respond) as server:
+        judge = _judge(server.url)  # built with the generic 0-10 prompt
+        result = score_file(LongAudioBench(root=tmp_path), predictions, judge=judge)
+    assert result["score"] == pytest.approx(80.0)  # (9 + 7) / 2 / 10
+    assert result["judge"]["judged"] == 2 and result["judge"]["failed"] == 1
+    assert result["judge"]["failure_reasons"] == {"out_of_range": 1}
+    assert judge.prompt == DEFAULT_JUDGE_PROMPT  # the run's judge is not changed
+
+
+def test_build_judge_from_the_eval_config() -> None:
+    from afnext.evaluation.judge import build_judge
+
+    assert build_judge(None) is None
+    assert build_judge({"base_url": None, "model": None, "api_key_env": "OPENAI_API_KEY"}) is None
+    with pytest.raises(ConfigError, match=r"judge\.model is not set"):
+        build_judge({"base_url": "http://127.0.0.1:9/v1", "model": None})
+    with pytest.raises(ConfigError, match=r"judge\.temprature: unknown"):
+        build_judge({"base_url": "http://x/v1", "model": "m", "temprature": 0})
+    with pytest.raises(ConfigError, match="OPENAI_KEY_NOT_SET"):
+        build_judge({"base_url": "http://x/v1", "model": "m", "api_key_env": "OPENAI_KEY_NOT_SET"})
+    judge = build_judge(
+        {"base_url": "http://x/v1", "model": "m", "api_key_env": None, "timeout": 5},
+        cache_dir="/tmp/cache-here",
+    )
+    assert isinstance(judge, LLMJudge) and str(judge.client.cache_dir) == "/tmp/cache-here"
+    # a plugin's judge: the LLM-judge keys it does not take are left out
+    plugin = build_judge(
+        {"_target_": "tests.evaluation.files.FakeJudge", "scores": [3], "model": "m", "timeout": 60}
+    )
+    assert plugin.score([{}]) == [3]
+
+
+def test_eval_score_cli_uses_the_judge(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`afnext eval score benchmark=longaudiobench ... judge.base_url=URL judge.model=M` as the issue writes it:
+    the benchmark's prompt, a cache beside the predictions file (a rerun asks nothing)."""
+    import json
+
+    from afnext.cli import main
+
+    predictions = _long_audio_file(tmp_path)
+    with FakeOpenAI(lambda body: "Score: 8" if _scale_of(body) == "1-10" else "Score: 2") as server:
+        argv = [
+            "eval", "score", "benchmark=longaudiobench", f"benchmark.root={tmp_path}",
+            f"predictions={predictions}", f"judge.base_url={server.url}", "judge.model=judge-model",
+            "judge.api_key_env=null", "--json",
+        ]  # fmt: skip
+        assert main(argv) == 0
+        first = json.loads(capsys.readouterr().out)
+        assert server.calls == 3
+        assert main(argv) == 0
+        assert server.calls == 3  # cached
+    assert first["score"] == pytest.approx(80.0) and first["judge"]["judged"] == 3
+    assert (predictions.parent / "judge_cache").is_dir()

@@ -32,7 +32,7 @@ from afnext.errors import DataError
 from afnext.evaluation.benchmarks.base import BenchmarkItem, read_records
 from afnext.evaluation.benchmarks.multiple_choice import FINAL_RULE, MultipleChoiceBenchmark
 from afnext.evaluation.metrics.breakdown import accuracy_summary
-from afnext.evaluation.metrics.judged import Judge, judged_scores
+from afnext.evaluation.metrics.judged import Judge, judged_scores, scale_prompt
 from afnext.reasoning.metrics import final_answer
 
 __all__ = ["MMAUPro"]
@@ -50,6 +50,8 @@ class MMAUPro(MultipleChoiceBenchmark):
 
     Args:
         judge_scale: The open-question judge's (lowest, highest) score.
+        judge_prompt: The judge's prompt template (``{question}``, ``{reference}``, ``{prediction}``; ``None``:
+            the generic one for ``judge_scale``).
         **kwargs: :class:`~afnext.evaluation.benchmarks.base.BaseBenchmark` settings.
     """
 
@@ -67,10 +69,12 @@ class MMAUPro(MultipleChoiceBenchmark):
         root: str | Path | None = None,
         *,
         judge_scale: Sequence[float] = (1, 5),
+        judge_prompt: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(root, **kwargs)
         self.judge_scale = (float(judge_scale[0]), float(judge_scale[1]))
+        self.judge_prompt = judge_prompt or scale_prompt(*self.judge_scale)
 
     def load(self, path: str | Path) -> list[dict[str, Any]]:
         """Records of ``test.parquet`` (needs pyarrow) or of a JSON / JSON-lines export."""
@@ -141,6 +145,7 @@ class MMAUPro(MultipleChoiceBenchmark):
                 for i in opened
             ],
             scale=self.judge_scale,
+            prompt=self.judge_prompt,
         )
         result = {
             "benchmark": self.name,

@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 from afnext.errors import DataError
 from afnext.evaluation.benchmarks.base import SOUND, BaseBenchmark, BenchmarkItem
 from afnext.evaluation.metrics.breakdown import group_values
-from afnext.evaluation.metrics.judged import Judge, judged_scores
+from afnext.evaluation.metrics.judged import Judge, judged_scores, scale_prompt
 
 __all__ = ["LongAudioBench"]
 
@@ -31,6 +31,8 @@ class LongAudioBench(BaseBenchmark):
 
     Args:
         judge_scale: The judge's (lowest, highest) score.
+        judge_prompt: The judge's prompt template (``{question}``, ``{reference}``, ``{prediction}``; ``None``:
+            the generic one for ``judge_scale``).
         breakdown: Record fields to average the judged score by (e.g. ``[category]`` when the file has it).
         **kwargs: :class:`~afnext.evaluation.benchmarks.base.BaseBenchmark` settings.
     """
@@ -45,11 +47,13 @@ class LongAudioBench(BaseBenchmark):
         root: str | Path | None = None,
         *,
         judge_scale: Sequence[float] = (1, 10),
+        judge_prompt: str | None = None,
         breakdown: Sequence[str] = (),
         **kwargs: Any,
     ) -> None:
         super().__init__(root, **kwargs)
         self.judge_scale = (float(judge_scale[0]), float(judge_scale[1]))
+        self.judge_prompt = judge_prompt or scale_prompt(*self.judge_scale)
         self.breakdown = list(breakdown)
 
     def item(
@@ -91,6 +95,7 @@ class LongAudioBench(BaseBenchmark):
                 for i, t in zip(chosen, texts)
             ],
             scale=self.judge_scale,
+            prompt=self.judge_prompt,
         )
         per_item = judged.pop("per_item", None)
         breakdown: dict[str, dict[str, Any]] = {}
