@@ -159,6 +159,25 @@ def test_covost2_tsv_and_bleu(tmp_path):
         CoVoST2(tokenize="moses")
 
 
+def test_covost2_tsv_escapes_as_its_scripts_write_them(tmp_path):
+    """get_covost_splits.py writes with pandas' to_csv(sep="\\t", quoting=QUOTE_NONE, escapechar="\\\\") (the
+    csv module's writer): quotes and backslashes are escaped; the references are the texts, not the escapes."""
+    import csv
+
+    texts = ['Er sagte „Hallo" zu mir.', "Ein Rück\\strich", "Tab\tim Satz"]
+    path = tmp_path / "covost_v2.en_de.test.tsv"
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle, delimiter="\t", quoting=csv.QUOTE_NONE, escapechar="\\")
+        writer.writerow(["path", "sentence", "translation", "client_id"])
+        for k, text in enumerate(texts):
+            writer.writerow([f"c{k}.mp3", "x", text, "c"])
+    assert '\\"' in path.read_text()  # the file holds the escapes
+    items = CoVoST2(root=tmp_path).read()
+    assert [i.reference for i in items] == texts
+    result = CoVoST2(root=tmp_path).score(items, {i.id: i.reference for i in items})
+    assert result["bleu"] == pytest.approx(100.0)
+
+
 def test_tacot_manifest_and_score_outputs(tmp_path):
     line = {
         "id": "s0-0",

@@ -161,8 +161,16 @@ class PromptTemplate:
         return [*messages, {"role": "user", "content": content}]
 
 
-def read_records(path: str | Path, *, delimiter: str | None = None) -> list[dict[str, Any]]:
+def read_records(
+    path: str | Path, *, delimiter: str | None = None, escapechar: str | None = None
+) -> list[dict[str, Any]]:
     """Records of a JSON list, JSON-lines, CSV or TSV file (by suffix).
+
+    Args:
+        path: The file.
+        delimiter: The CSV / TSV column separator (default: by suffix).
+        escapechar: The character that escapes the next one in a CSV / TSV file written with it (CoVoST's
+            TSVs: ``\\``, as pandas writes them with ``escapechar="\\"`` and no quoting).
 
     Raises:
         DataError: The file is missing or malformed (names the file and line).
@@ -175,7 +183,8 @@ def read_records(path: str | Path, *, delimiter: str | None = None) -> list[dict
         sep = delimiter or ("\t" if suffix == ".tsv" else ",")
         quoting = csv.QUOTE_NONE if sep == "\t" else csv.QUOTE_MINIMAL
         with path.open(encoding="utf-8-sig", newline="") as handle:
-            return [dict(row) for row in csv.DictReader(handle, delimiter=sep, quoting=quoting)]
+            reader = csv.DictReader(handle, delimiter=sep, quoting=quoting, escapechar=escapechar)
+            return [dict(row) for row in reader]
     text = path.read_text(encoding="utf-8")
     try:
         records: Any = json.loads(text) if suffix != ".jsonl" else None

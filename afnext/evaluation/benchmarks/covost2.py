@@ -2,8 +2,9 @@
 
 The release's per-pair TSV (``covost_v2.<src>_<tgt>.<split>.tsv``, as written by its ``get_covost_splits.py``)
 has ``path, sentence, translation, client_id``; ``path`` names a Common Voice clip in the Common Voice
-release's ``clips/`` folder. The TSV is read without quote handling (``csv.QUOTE_NONE``), as the CoVoST
-scripts read it. BLEU uses sacrebleu's tokenizer ``tokenize`` (``13a`` by default; ``zh`` for Chinese targets;
+release's ``clips/`` folder. The TSV is read as the CoVoST scripts write and read it (pandas with
+``quoting=csv.QUOTE_NONE, escapechar="\\"``: a ``"`` in a sentence is stored as ``\\"``, a backslash as
+``\\\\``). BLEU uses sacrebleu's tokenizer ``tokenize`` (``13a`` by default; ``zh`` for Chinese targets;
 ``ja-mecab`` needs ``pip install "sacrebleu[ja]"``), on the final answer of each output.
 """
 
@@ -14,7 +15,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from afnext.errors import DataError
-from afnext.evaluation.benchmarks.base import SOUND, BaseBenchmark, BenchmarkItem
+from afnext.evaluation.benchmarks.base import SOUND, BaseBenchmark, BenchmarkItem, read_records
 from afnext.evaluation.metrics.judged import Judge
 from afnext.evaluation.metrics.translation import bleu_metric, corpus_bleu
 
@@ -55,6 +56,10 @@ class CoVoST2(BaseBenchmark):
         self.source_language = source_language
         self.target_language = target_language
         self.tokenize = tokenize
+
+    def load(self, path: str | Path) -> list[dict[str, Any]]:
+        """Records of the release's TSV (backslash escapes undone; other suffixes by :func:`read_records`)."""
+        return read_records(path, escapechar="\\")
 
     def item(
         self, record: dict[str, Any], root: Path | None, where: str, index: int
