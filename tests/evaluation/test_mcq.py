@@ -154,6 +154,15 @@ def test_official_rule_equals_the_official_function(choices, pick, prediction, f
         ("b", None),  # lower case is a word
         ("E", None),  # beyond the choices
         ("I think B", None),  # only a leading letter counts
+        ("B\n\nBecause it honks.", 1),  # the letter alone on its line
+        ("**B**", 1),
+        ("**(B)** Woman", 1),
+        ("**Answer:** C", 2),
+        ("(b)", 1),  # in brackets a lower-case letter is an option
+        ("[c] child", 2),
+        ("Because it honks.", None),
+        ("A\tdog", None),
+        ("Bird song", None),
     ],
 )
 def test_leading_option_letter(text, index):

@@ -48,8 +48,9 @@ _WORD = re.compile(r"\b\w+\b")
 # An optional "Answer:" / "The (final|correct) answer is" lead-in, then a letter in parentheses or brackets, or a
 # bare letter followed by ")", ".", ":" and a space (or the end), or standing alone.
 _LEADING = re.compile(
-    r"\s*(?i:(?:the\s+)?(?:final\s+|correct\s+)?answer(?:\s+is)?\s*:?\s*)?"
-    r"(?:[(\[]([A-Z])[)\]]|([A-Z])(?:[).:](?=\s|$)|\s*$))"
+    r"\s*\*{0,2}(?i:(?:the\s+)?(?:final\s+|correct\s+)?answer(?:\s+is)?\s*:?\s*\*{0,2}\s*)?\*{0,2}"
+    r"(?:[(\[]([A-Za-z])[)\]]"  # (B) [B] (b)
+    r"|([A-Z])(?:[).:](?=[\s*]|$)|(?=\*)|(?=[ \t]*(?:\n|$))))"  # B. B) B: **B** B alone on its line
 )
 
 
@@ -102,14 +103,16 @@ def official_mcq(answer: str, prediction: str, choices: Sequence[str]) -> bool:
 
 
 def leading_option(text: str, choices: Sequence[str]) -> int | None:
-    """The option a leading letter picks (``B``, ``(B)``, ``B.``, ``B)``, ``Answer: B``), or ``None``.
+    """The option a leading letter picks (``B``, ``(B)``, ``B.``, ``B)``, ``Answer: B``, ``**B**``, ``B`` alone on
+    the first line), or ``None``.
 
-    Letters count in upper case only and only within the number of choices.
+    A bare letter counts in upper case only (``a`` is a word); in brackets either case does (``(b)``). Only
+    letters within the number of choices count.
     """
     match = _LEADING.match(text)
     if match is None:
         return None
-    index = LETTERS.index(match.group(1) or match.group(2))
+    index = LETTERS.index((match.group(1) or match.group(2)).upper())
     return index if index < len(choices) else None
 
 
