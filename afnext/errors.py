@@ -47,13 +47,21 @@ class AudioError(AfnextError, ValueError):
     rate that is not a positive whole number of Hz.
 
     Args:
-        message: What is wrong and what to do.
+        message: What is wrong (and what to do, when ``fix`` is not given).
         source: The file (or a short description of in-memory bytes) the audio came from.
+        fix: What to do about it in a training or data job (kept apart so that a server can say its own).
+
+    Attributes:
+        problem: ``message`` alone (with the source: ``"<source>: <problem>"`` is what a caller may report).
     """
 
-    def __init__(self, message: str, source: str | Path | None = None) -> None:
+    def __init__(
+        self, message: str, source: str | Path | None = None, fix: str | None = None
+    ) -> None:
         self.source = None if source is None else str(source)
-        super().__init__(f"{self.source}: {message}" if self.source else message)
+        self.problem, self.fix = message, fix
+        text = f"{message} {fix}" if fix else message
+        super().__init__(f"{self.source}: {text}" if self.source else text)
 
 
 class InputError(AfnextError, ValueError):

@@ -58,7 +58,7 @@ def describe_source(source: AudioSource) -> str:
 def _open_target(source: AudioSource, where: str) -> str | BinaryIO:
     """What to hand to ``soundfile``: an existing file's path, or a binary stream."""
     empty = AudioError(
-        "the file is empty (0 bytes); re-export it or drop it from the manifest.", where
+        "the file is empty (0 bytes).", where, fix="Re-export it or drop it from the manifest."
     )
     if isinstance(source, (bytes, bytearray, memoryview)):
         if memoryview(source).nbytes == 0:
@@ -141,18 +141,18 @@ def load_audio(
     frames, channels = data.shape
     if frames == 0:
         raise AudioError(
-            f"the audio holds no samples (valid header, 0 frames, {channels} channel(s)); "
-            "re-export it or drop it from the manifest.",
+            f"the audio holds no samples (valid header, 0 frames, {channels} channel(s)).",
             source=where,
+            fix="Re-export it or drop it from the manifest.",
         )
     if not np.isfinite(data).all():
         bad = ~np.isfinite(data).all(axis=1)  # (frames,)
         first = int(np.argmax(bad))
         raise AudioError(
             f"{int(bad.sum())} of {frames} frames hold NaN or infinite samples (first at "
-            f"{first / rate:.3f} s); the file is damaged or was written from broken float data. "
-            "Re-export it or drop it from the manifest.",
+            f"{first / rate:.3f} s); the file is damaged or was written from broken float data.",
             source=where,
+            fix="Re-export it or drop it from the manifest.",
         )
 
     # soundfile gives frame-major (frames, channels); averaging the channels downmixes to mono.
@@ -165,8 +165,9 @@ def load_audio(
         raise AudioError(
             f"audio is {frames / rate * 1000:.2f} ms long ({frames} frames at {rate} Hz), shorter "
             f"than one 10 ms feature hop ({min_samples} samples at {sampling_rate} Hz), too short "
-            "to yield a single feature frame. Use a longer clip or drop it from the manifest.",
+            "to yield a single feature frame.",
             source=where,
+            fix="Use a longer clip or drop it from the manifest.",
         )
     return wave
 

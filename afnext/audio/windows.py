@@ -59,10 +59,10 @@ def check_duration(
         return
     raise AudioError(
         f"audio is {num_samples / sampling_rate:.2f} s long ({num_samples} samples at "
-        f"{sampling_rate} Hz), over the limit of {max_seconds:g} s. Trim or split it, or raise "
-        "the limit with the `max_seconds` argument (None disables it); in training it is "
-        "`data.max_audio_seconds`, or a curriculum stage's `max_audio_seconds`.",
+        f"{sampling_rate} Hz), over the limit of {max_seconds:g} s.",
         source=source,
+        fix="Trim or split it, or raise the limit with the `max_seconds` argument (None disables it); in "
+        "training it is `data.max_audio_seconds`, or a curriculum stage's `max_audio_seconds`.",
     )
 
 

@@ -151,11 +151,17 @@ def create_app(
         if not isinstance(body, bytes):
             return body
         try:
-            parsed: ChatRequest = parse_chat_request(
-                json.loads(body), default=default, max_new_tokens=max_new_tokens, audio_dir=folder
+            payload = json.loads(body)
+        except UnicodeDecodeError as exc:
+            return error(
+                400, f"the request body is not UTF-8 text ({exc.reason} at byte {exc.start})"
             )
         except json.JSONDecodeError as exc:
             return error(400, f"the request body is not valid JSON ({exc})")
+        try:
+            parsed: ChatRequest = parse_chat_request(
+                payload, default=default, max_new_tokens=max_new_tokens, audio_dir=folder
+            )
         except AfnextError as exc:
             return error(400, str(exc))
         if parsed.model != model_name:
@@ -167,11 +173,7 @@ def create_app(
         loop = asyncio.get_running_loop()
         prepared = await loop.run_in_executor(pool, engine.prepare, parsed.request)
         if prepared.error is not None:
-            limit = engine.processor.max_seconds
-            where = f" (this server takes audio up to {limit:g} s per file)" if limit else ""
-            return error(
-                400, f"the request's audio or messages cannot be used: {prepared.error}{where}"
-            )
+            return error(400, _unusable(prepared, engine.processor.max_seconds))
         ident = new_id()
         if not parsed.stream:
             try:
@@ -211,3 +213,19 @@ def create_app(
         return StreamingResponse(events(), media_type="text/event-stream")
 
     return app
+
+
+def _unusable(prepared: Any, limit: float | None) -> str:
+    """A 400's message for a request whose audio or messages cannot be used: what is wrong, with the advice a
+    client can act on (an audio error's training advice, such as a manifest or a config key, left out)."""
+    from afnext.errors import AudioError
+
+    exc = prepared.exception
+    if not isinstance(exc, AudioError):
+        return f"the request's audio or messages cannot be used: {prepared.error}"
+    where = f"{exc.source}: " if exc.source else ""
+    if "over the limit" in exc.problem:
+        advice = f"This server takes audio up to {limit:g} s per file; send a shorter clip."
+    else:
+        advice = "Send a whole, valid wav / mp3 / flac / ogg file (base64 in input_audio.data)."
+    return f"the request's audio cannot be used: {where}{exc.problem} {advice}"

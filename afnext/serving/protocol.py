@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import math
 import time
 import uuid
 from collections.abc import Mapping
@@ -158,6 +159,8 @@ def _number(body: Mapping[str, Any], key: str, kind: type, low: float, high: flo
     value = body.get(key)
     if value is None:
         return None
+    if isinstance(value, float) and not math.isfinite(value):  # JSON's NaN / Infinity, or 1e400
+        raise InputError(f"{key}: must be a finite number, got {value!r}")
     if (
         isinstance(value, bool)
         or not isinstance(value, (int, float))
@@ -208,9 +211,10 @@ def parse_chat_request(
     for key in ("presence_penalty", "frequency_penalty"):
         if _number(body, key, float, -2.0, 2.0):
             raise InputError(f"{key}: not supported; use repetition_penalty (e.g. 1.2)")
-    requested = body.get("max_completion_tokens", body.get("max_tokens"))
+    # max_completion_tokens (the current name) wins over max_tokens (the older one) unless it is null
+    key = "max_completion_tokens" if body.get("max_completion_tokens") is not None else "max_tokens"
+    requested = body.get(key)
     if requested is not None:
-        key = "max_completion_tokens" if "max_completion_tokens" in body else "max_tokens"
         requested = _number(body, key, int, 1, float("inf"))
         if requested > max_new_tokens:
             raise InputError(f"{key}: {requested} is over this server's limit of {max_new_tokens}")

@@ -132,6 +132,47 @@ def test_bad_requests_get_4xx_and_the_server_keeps_serving(server, audio_dir, ca
     assert _ask(client, _messages(_wav(1.0), "Still there?"))  # the next request is answered
 
 
+def test_raw_bodies_the_openai_client_would_not_send(server):
+    """Non-finite numbers (JSON's NaN / Infinity, 1e400), a body that is not UTF-8, and audio errors that must
+    speak to a client (no manifest or training config key): 400 with a message, and the server goes on."""
+    url = f"{server.base_url}/chat/completions"
+    messages = _messages(_wav(1.0), "What is heard?")
+    import json as _json
+
+    body = _json.dumps({"model": "tiny", "messages": messages})[:-1]
+    for key, value in [("max_tokens", "1e400"), ("max_tokens", "NaN"), ("top_k", "Infinity"),
+                       ("seed", "1e400"), ("temperature", "NaN")]:  # fmt: skip
+        reply = httpx.post(url, content=f'{body}, "{key}": {value}}}', timeout=60)
+        assert reply.status_code == 400, (key, value, reply.text)
+        assert f"{key}: must be a finite number" in reply.json()["error"]["message"]
+    reply = httpx.post(url, content=b'{"messages": "\xff\xfe"}', timeout=60)
+    assert reply.status_code == 400 and "not UTF-8" in reply.json()["error"]["message"]
+
+    empty = io.BytesIO()
+    soundfile.write(empty, tone_mix(1.0, 0)[:0], 16000, format="WAV")
+    for audio, words in [
+        (empty.getvalue(), "holds no samples"),
+        (_wav(12.0), "up to 10 s per file"),
+    ]:
+        payload = {"model": "tiny", "messages": _messages(audio, "What is heard?")}
+        reply = httpx.post(url, json=payload, timeout=60)
+        message = reply.json()["error"]["message"]
+        assert reply.status_code == 400 and words in message, message
+        assert "manifest" not in message and "max_audio_seconds" not in message
+
+    # max_completion_tokens sent as null leaves max_tokens in force
+    payload = {
+        "model": "tiny",
+        "messages": messages,
+        "max_completion_tokens": None,
+        "max_tokens": 3,
+    }
+    reply = httpx.post(url, json={**payload, "min_tokens": 3}, timeout=60)
+    assert reply.status_code == 200, reply.text
+    assert reply.json()["usage"]["completion_tokens"] <= 3
+    assert _ask(_client(server), messages)  # still serving
+
+
 def test_malformed_json_and_unknown_routes_answer_in_openai_shape(server):
     reply = httpx.post(f"{server.base_url}/chat/completions", content=b"{not json")
     assert reply.status_code == 400 and "not valid JSON" in reply.json()["error"]["message"]
