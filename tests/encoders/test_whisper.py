@@ -99,7 +99,9 @@ def test_short_windows_skip_their_padding_and_match_the_full_forward(attn):
     feats.grad = None
     want.square().sum().backward()
     for a, b in zip(grads, [p.grad for p in trained] + [feats.grad]):
-        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(
+            a, b, atol=1e-4, rtol=1e-4
+        )  # float32 sums in another order (CI: 2.1e-5)
     # in the full forward too, no valid token depends on a frame past the ones kept
     assert feats.grad[:, :, :1236].abs().sum() > 0 and not feats.grad[:, :, 1236:].any()
 
