@@ -7,6 +7,7 @@ generation settings. The Markdown table shows each benchmark's headline numbers 
 
 from __future__ import annotations
 
+import glob
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -78,7 +79,7 @@ def write_official_file(
     """The benchmark's own file with each answer in the field its official script reads (MMAU
     ``model_output``, MMAR ``answer_prediction``, ...), for adapters that name one; items without an answer
     keep no such field (the official scripts skip them). A ``.json`` release is written as a JSON list, any other
-    as JSON lines. ``afnext eval score predictions=<this file>`` and the official script both read it.
+    as JSON lines (``<name>.jsonl`` for a release read from several files). ``afnext eval score predictions=<this file>`` and the official script both read it.
 
     Returns:
         The file, or ``None`` when the adapter names no prediction field.
@@ -97,6 +98,8 @@ def write_official_file(
             record[field] = prediction
         records.append(record)
     name = Path(getattr(benchmark, "file", "") or f"{benchmark.name}.jsonl").name
+    if glob.has_magic(name):  # several released files (a glob): one file named after the benchmark
+        name = f"{benchmark.name}.jsonl"
     path = Path(folder) / (
         name if name.endswith((".json", ".jsonl")) else f"{Path(name).stem}.jsonl"
     )

@@ -3,7 +3,6 @@ own released formats, resolve audio paths, list missing or unreadable audio, and
 
 from __future__ import annotations
 
-import importlib.util
 import json
 
 import pytest
@@ -147,7 +146,7 @@ def test_mmsu_official_letters_and_final_answer(tmp_path):
         {**base, "id": "s4", "answer_gt": "rising"},  # no response: skipped
     ]
     path = write_jsonl(tmp_path / "mmsu.jsonl", records)
-    items = MMSU(root=tmp_path).read()
+    items = MMSU(root=tmp_path, file="mmsu.jsonl").read()  # the official script's records
     assert items[0].choices == ["rising", "falling"]  # trailing empty options dropped
     assert "A. rising\nB. falling" in items[0].messages[0]["content"]
     result = score_file(MMSU(), path)
@@ -255,47 +254,50 @@ def test_muchomusic_scores_the_official_prompts_file(tmp_path):
     assert result["official"]["breakdown"]["knowledge"]["instrumentation"]["correct"] == 1
 
 
+MMAU_PRO_RECORDS = [
+    {
+        "id": "p1",
+        "audio_path": ["data/p1.wav"],
+        "question": "Which?",
+        "choices": ["Dog", "Cat"],
+        "answer": "Dog",
+        "category": "sound",
+        "model_output": "<think>cat?</think>A",
+    },
+    {
+        "id": "p2",
+        "audio_path": ["data/p2a.wav", "data/p2b.wav"],
+        "question": "Same speaker?",
+        "choices": ["Yes", "No"],
+        "answer": "No",
+        "category": "multi",
+        "model_output": "Yes",
+    },
+    {
+        "id": "p3",
+        "audio_path": ["data/p3.wav"],
+        "question": "Describe it.",
+        "choices": [],
+        "answer": "Rain on a roof.",
+        "category": "open",
+        "model_output": "Rain falling.",
+    },
+    {
+        "id": "p4",
+        "audio_path": ["data/p4.wav"],
+        "question": "Answer in capitals.",
+        "choices": None,
+        "answer": "",
+        "category": "instruction following",
+        "task_identifier": "All Uppercase",
+        "kwargs": {},
+        "model_output": "OK",
+    },
+]
+
+
 def test_mmau_pro_splits_closed_open_and_instruction_items(tmp_path):
-    records = [
-        {
-            "id": "p1",
-            "audio_path": ["data/p1.wav"],
-            "question": "Which?",
-            "choices": ["Dog", "Cat"],
-            "answer": "Dog",
-            "category": "sound",
-            "model_output": "<think>cat?</think>A",
-        },
-        {
-            "id": "p2",
-            "audio_path": ["data/p2a.wav", "data/p2b.wav"],
-            "question": "Same speaker?",
-            "choices": ["Yes", "No"],
-            "answer": "No",
-            "category": "multi",
-            "model_output": "Yes",
-        },
-        {
-            "id": "p3",
-            "audio_path": ["data/p3.wav"],
-            "question": "Describe it.",
-            "choices": [],
-            "answer": "Rain on a roof.",
-            "category": "open",
-            "model_output": "Rain falling.",
-        },
-        {
-            "id": "p4",
-            "audio_path": ["data/p4.wav"],
-            "question": "Answer in capitals.",
-            "choices": None,
-            "answer": "",
-            "category": "instruction following",
-            "task_identifier": "All Uppercase",
-            "kwargs": {},
-            "model_output": "OK",
-        },
-    ]
+    records = MMAU_PRO_RECORDS
     path = write_jsonl(tmp_path / "test.jsonl", records)
     pro = MMAUPro(root=tmp_path, file="test.jsonl")
     items = pro.read()
@@ -326,8 +328,112 @@ def test_mmau_pro_splits_closed_open_and_instruction_items(tmp_path):
     ]
 
 
-@pytest.mark.skipif(importlib.util.find_spec("pyarrow") is not None, reason="pyarrow is installed")
-def test_mmau_pro_parquet_without_pyarrow_says_what_to_do(tmp_path):
-    (tmp_path / "test.parquet").write_bytes(b"PAR1")
-    with pytest.raises(DataError, match="pyarrow"):
-        MMAUPro(root=tmp_path).read()
+def _write_parquet(path, records):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_pylist(records), path)
+    return path
+
+
+def test_mmau_pro_reads_its_parquet_release(tmp_path):
+    """test.parquet as released (audio_path a list, choices a list) reads and scores as its JSON-lines export
+    does (``kwargs`` left out: parquet cannot hold the empty struct)."""
+    records = [{k: v for k, v in r.items() if k != "kwargs"} for r in MMAU_PRO_RECORDS]
+    _write_parquet(tmp_path / "test.parquet", records)
+    write_jsonl(tmp_path / "test.jsonl", records)
+    write_audio(tmp_path / "data" / "p1.wav")
+    from_parquet = MMAUPro(root=tmp_path).read()
+    from_jsonl = MMAUPro(root=tmp_path, file="test.jsonl").read()
+    assert [(i.id, i.audio, i.choices, i.messages, i.meta) for i in from_parquet] == [
+        (i.id, i.audio, i.choices, i.messages, i.meta) for i in from_jsonl
+    ]
+    assert from_parquet[1].audio == [tmp_path / "data" / "p2a.wav", tmp_path / "data" / "p2b.wav"]
+    assert [m["path"] for m in MMAUPro(root=tmp_path).missing_audio(from_parquet)] == [
+        str(tmp_path / "data" / x) for x in ("p2a.wav", "p2b.wav", "p3.wav", "p4.wav")
+    ]
+    scores = score_file(MMAUPro(), tmp_path / "test.parquet", judge=FakeJudge([4]))
+    exported = score_file(MMAUPro(), tmp_path / "test.jsonl", judge=FakeJudge([4]))
+    assert {**scores, "predictions_file": None} == {**exported, "predictions_file": None}
+    assert scores["final_answer"]["correct"] == 1
+    (tmp_path / "bad.parquet").write_bytes(b"PAR1 not really")
+    with pytest.raises(DataError, match=r"bad\.parquet: not a readable parquet file"):
+        MMAUPro(root=tmp_path, file="bad.parquet").read()
+
+
+def _mmsu_row(ident: str, audio: dict, answer: str = "rising") -> dict:
+    """A row of the Hugging Face release (ddwang2000/MMSU): the clip embedded as datasets' Audio stores it."""
+    return {
+        "id": ident,
+        "audio": audio,
+        "question": "Tone?",
+        "choice_a": "rising",
+        "choice_b": "falling",
+        "choice_c": "level",
+        "choice_d": "dipping",
+        "answer_gt": answer,
+        "task_name": "tone_recognition",
+        "category": "Perception",
+        "sub-category": "Phonology",
+        "sub-sub-category": "Prosody",
+        "linguistics_sub_discipline": "Phonology",
+    }
+
+
+def test_mmsu_reads_the_hugging_face_release_with_its_audio_embedded(tmp_path):
+    import soundfile
+
+    clip = write_audio(tmp_path / "src" / "a.flac", seconds=0.3).read_bytes()
+    other = write_audio(tmp_path / "src" / "b.wav", seconds=0.2).read_bytes()
+    root = tmp_path / "MMSU"
+    write_audio(
+        root / "clips" / "c.wav"
+    )  # a row whose bytes are not embedded: its path, under the root
+    _write_parquet(
+        root / "data" / "train-00000-of-00002.parquet",
+        [
+            _mmsu_row("m1", {"bytes": clip, "path": "m1.flac"}),
+            _mmsu_row("m2", {"bytes": other, "path": "m2.wav"}, answer="falling"),
+        ],
+    )
+    _write_parquet(
+        root / "data" / "train-00001-of-00002.parquet",
+        [
+            _mmsu_row("m3", {"bytes": None, "path": "clips/c.wav"}),
+            _mmsu_row("m4", {"bytes": b"not audio at all", "path": "m4.wav"}),
+        ],
+    )
+    cache = tmp_path / "cache"
+    mmsu = MMSU(root=root, audio_cache=cache)
+    items = mmsu.read()
+    assert [i.id for i in items] == ["m1", "m2", "m3", "m4"]
+    assert items[0].audio[0].parent == cache and items[0].audio[0].suffix == ".flac"
+    assert items[0].audio[0].read_bytes() == clip and items[1].audio[0].read_bytes() == other
+    assert soundfile.info(str(items[0].audio[0])).frames == int(0.3 * 16000)
+    assert items[2].audio == [root / "clips" / "c.wav"]
+    assert items[1].reference == "falling" and items[0].choices[2] == "level"
+    assert items[0].meta == {
+        "category": "Perception",
+        "sub-category": "Phonology",
+        "task_name": "tone_recognition",
+    }
+    assert "A. rising\nB. falling\nC. level\nD. dipping" in items[0].messages[0]["content"]
+    missing = mmsu.missing_audio(items)  # the clip that does not decode is listed, not dropped
+    assert [(m["id"], m["reason"].split(":")[0]) for m in missing] == [("m4", "unreadable")]
+
+    # read again: the same files, not written twice
+    stamp = items[0].audio[0].stat().st_mtime_ns
+    again = MMSU(root=root, audio_cache=cache).read()
+    assert [i.audio for i in again] == [i.audio for i in items]
+    assert items[0].audio[0].stat().st_mtime_ns == stamp
+    assert len(list(cache.iterdir())) == 3
+
+    # one id in two of the files: an error that names the glob
+    _write_parquet(
+        root / "data" / "extra.parquet", [_mmsu_row("m1", {"bytes": clip, "path": "x.flac"})]
+    )
+    with pytest.raises(DataError, match=r"'m1' appears in two of the 3 files"):
+        MMSU(root=root, audio_cache=cache).read()
+    with pytest.raises(DataError, match=r"\*\*/\*\.parquet: no file matches"):
+        MMSU(root=tmp_path / "src", audio_cache=cache).read()

@@ -225,4 +225,5 @@ def test_benchmark_list_as_the_issue_writes_it():
         _convert_="all",
     )
     assert clean.name == "librispeech_clean" and clean.root == Path("/l")
-    assert {**vars(clean), "name": full.name} == vars(full)  # subset, prompt, generation, ...
+    same = {"name": full.name, "audio_cache": full.audio_cache}  # both follow the name
+    assert {**vars(clean), **same} == vars(full)  # subset, prompt, generation, ...

@@ -209,3 +209,36 @@ def test_a_judged_benchmark_with_judge_base_url_and_model(tmp_path, tiny_model_d
     unjudged = _eval(capsys, *args)
     assert unjudged["run"]["generated"] == 0
     assert unjudged["benchmarks"]["longaudiobench"]["score"] is None
+
+
+def test_mmsu_from_its_hugging_face_parquet_answers_as_from_files(tmp_path, tiny_model_dir, capsys):
+    """MMSU as released (parquet with the clips embedded) gives the same answers as the same clips read from
+    files through the official script's records: the embedded audio reaches the model whole. The clips are
+    written once under paths.root_dir; the official file is JSON lines named after the benchmark."""
+    from tests.evaluation.test_benchmarks_mcq import _mmsu_row, _write_parquet
+
+    rows, records = [], []
+    for k in range(4):
+        clip = write_wav(tmp_path / "files" / f"s{k}.flac", 1.0 + 0.8 * k, seed=20 + k)
+        row = _mmsu_row(f"s{k}", {"bytes": clip.read_bytes(), "path": clip.name})
+        rows.append(row)
+        records.append({**{x: y for x, y in row.items() if x != "audio"}, "audio_path": clip.name})
+    _write_parquet(tmp_path / "MMSU" / "data" / "train-00000-of-00001.parquet", rows)
+    write_jsonl(tmp_path / "files" / "mmsu.jsonl", records)
+    home = tmp_path / "home"
+    common = ["benchmark=mmsu", f"checkpoint={tiny_model_dir}", f"paths.root_dir={home}"]
+    released = _eval(capsys, *common, f"benchmark.root={tmp_path / 'MMSU'}",
+                     f"out_dir={tmp_path / 'a'}")  # fmt: skip
+    exported = _eval(capsys, *common, f"benchmark.root={tmp_path / 'files'}",
+                     "benchmark.file=mmsu.jsonl", f"out_dir={tmp_path / 'b'}")  # fmt: skip
+    assert released["benchmarks"]["mmsu"]["audio"]["missing"] == 0
+    assert released["benchmarks"]["mmsu"]["official"] == exported["benchmarks"]["mmsu"]["official"]
+    answers = [x["prediction"] for x in _lines(tmp_path / "a" / "mmsu" / "predictions.jsonl")]
+    assert len(answers) == 4 and len(set(answers)) > 1, answers  # answers that depend on the clip
+    assert answers == [
+        x["prediction"] for x in _lines(tmp_path / "b" / "mmsu" / "predictions.jsonl")
+    ]
+    assert len(list((home / "cache" / "benchmark_audio" / "mmsu").glob("*.flac"))) == 4
+    official = Path(released["benchmarks"]["mmsu"]["official_file"])
+    assert official.name == "mmsu.jsonl"
+    assert [r["response"] for r in _lines(official)] == answers

@@ -17,7 +17,10 @@ gets k placeholders there, one per line.
 from __future__ import annotations
 
 import csv
+import glob
+import hashlib
 import json
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +30,7 @@ from afnext.errors import ConfigError, DataError
 from afnext.evaluation.metrics.judged import Judge
 from afnext.evaluation.metrics.mcq import LETTERS
 from afnext.reasoning.metrics import final_answer
+from afnext.storage import atomic_write
 
 __all__ = [
     "SOUND",
@@ -35,6 +39,7 @@ __all__ = [
     "BenchmarkItem",
     "PromptTemplate",
     "read_records",
+    "write_embedded_audio",
 ]
 
 SOUND = "<sound>"
@@ -162,15 +167,22 @@ class PromptTemplate:
 
 
 def read_records(
-    path: str | Path, *, delimiter: str | None = None, escapechar: str | None = None
+    path: str | Path,
+    *,
+    delimiter: str | None = None,
+    escapechar: str | None = None,
+    audio_dir: str | Path | None = None,
 ) -> list[dict[str, Any]]:
-    """Records of a JSON list, JSON-lines, CSV or TSV file (by suffix).
+    """Records of a JSON list, JSON-lines, CSV, TSV or parquet file (by suffix).
 
     Args:
         path: The file.
         delimiter: The CSV / TSV column separator (default: by suffix).
         escapechar: The character that escapes the next one in a CSV / TSV file written with it (CoVoST's
             TSVs: ``\\``, as pandas writes them with ``escapechar="\\"`` and no quoting).
+        audio_dir: Parquet only: where audio embedded in the file (Hugging Face ``datasets``' ``Audio`` column,
+            ``{"bytes", "path"}``) is written out; its field then holds that file's path
+            (:func:`write_embedded_audio`). ``None``: such fields stay as read (bytes in memory).
 
     Raises:
         DataError: The file is missing or malformed (names the file and line).
@@ -179,6 +191,8 @@ def read_records(
     if not path.is_file():
         raise DataError(f"{path}: no such file")
     suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        return _read_parquet(path, audio_dir)
     if suffix in (".csv", ".tsv"):
         sep = delimiter or ("\t" if suffix == ".tsv" else ",")
         quoting = csv.QUOTE_NONE if sep == "\t" else csv.QUOTE_MINIMAL
@@ -207,15 +221,74 @@ def read_records(
     return records
 
 
+def _read_parquet(path: Path, audio_dir: str | Path | None) -> list[dict[str, Any]]:
+    """Rows of a parquet file, read in batches so embedded audio is written out before the next batch."""
+    import pyarrow
+    import pyarrow.parquet as pq
+
+    records: list[dict[str, Any]] = []
+    try:
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=64):
+            for row in batch.to_pylist():
+                if audio_dir is not None:
+                    row = {
+                        key: write_embedded_audio(value, audio_dir) for key, value in row.items()
+                    }
+                records.append(row)
+    except (pyarrow.ArrowException, OSError) as exc:
+        raise DataError(f"{path}: not a readable parquet file ({exc})") from exc
+    return records
+
+
+def _is_embedded_audio(value: Any) -> bool:
+    return isinstance(value, dict) and "bytes" in value and "path" in value
+
+
+def write_embedded_audio(value: Any, audio_dir: str | Path) -> Any:
+    """Write audio embedded in a record to ``audio_dir``; other values are returned unchanged.
+
+    Hugging Face ``datasets`` stores an ``Audio`` column as ``{"bytes": <the encoded file>, "path": <its name>}``
+    (MMSU's release is such a dataset). The bytes go to ``audio_dir/<sha256 of the bytes><suffix of path>`` (written
+    once, atomically: the same clip read again reuses the file) and the value becomes that file's path. With no
+    bytes, the value becomes ``path`` as released (resolved against the benchmark's root later). A list of such
+    values is mapped item by item.
+
+    Args:
+        value: A field's value as read.
+        audio_dir: The folder the clips go to (created when needed).
+
+    Raises:
+        DataError: Embedded audio with neither bytes nor a path.
+    """
+    if isinstance(value, list) and value and all(_is_embedded_audio(v) for v in value):
+        return [write_embedded_audio(v, audio_dir) for v in value]
+    if not _is_embedded_audio(value):
+        return value
+    data, name = value["bytes"], value["path"]
+    if not data:
+        if not name:
+            raise DataError(f"embedded audio with neither bytes nor a path: {value!r}")
+        return name
+    suffix = Path(name).suffix.lower() if name else ""
+    target = Path(audio_dir).absolute() / f"{hashlib.sha256(data).hexdigest()[:32]}{suffix}"
+    if not target.is_file() or target.stat().st_size != len(data):
+        with atomic_write(target) as handle:
+            handle.write(data)
+    return str(target)
+
+
 class BaseBenchmark:
     """Shared behaviour of the adapters: configuration, reading, audio checks.
 
     Args:
         root: Folder holding the benchmark as released; needed to read audio, not to score a predictions file.
         name: Name in results (the YAML's option name).
-        file: The released file to read, relative to ``root``.
+        file: The released file to read, relative to ``root``; a glob pattern (``data/*.parquet``) reads every
+            match, in name order, as one set.
         prompt: Prompt template settings (:class:`PromptTemplate` fields).
         generation: Generation settings a runner passes to ``generate`` (``max_new_tokens``, ...).
+        audio_cache: Where audio embedded in a parquet release is written out (:func:`write_embedded_audio`);
+            ``None``: ``$AFNEXT_HOME/cache/benchmark_audio/<name>`` (``.afnext`` when ``AFNEXT_HOME`` is unset).
     """
 
     name = "benchmark"
@@ -234,10 +307,18 @@ class BaseBenchmark:
         file: str | None = None,
         prompt: Mapping[str, Any] | None = None,
         generation: Mapping[str, Any] | None = None,
+        audio_cache: str | Path | None = None,
     ) -> None:
         self.root = Path(root) if root not in (None, "") else None
         self.name = name or self.name
         self.file = file or self.default_file
+        self.audio_cache = Path(
+            audio_cache
+            or Path(os.environ.get("AFNEXT_HOME") or ".afnext")
+            / "cache"
+            / "benchmark_audio"
+            / self.name
+        )
         self.prompt = PromptTemplate.from_config(
             {**self.default_prompt, **(prompt or {})}, f"benchmark {self.name}"
         )
@@ -260,19 +341,36 @@ class BaseBenchmark:
         return candidate if candidate.is_absolute() or root is None else root / candidate
 
     def read(self, root: str | Path | None = None) -> list[BenchmarkItem]:
-        """Items of ``root / file`` (the released file)."""
+        """Items of ``root / file`` (the released file, or every file a glob pattern matches)."""
         base = self._root(root)
         path = base / self.file
-        if not path.exists():
+        paths = sorted(Path(p) for p in glob.glob(str(path), recursive=True))
+        if not glob.has_magic(self.file):
+            paths = [path] if path.exists() else []
+        if not paths:
+            what = "no file matches" if glob.has_magic(self.file) else "no such file"
             raise DataError(
-                f"{path}: no such file; set benchmark.root to the folder holding the release (and "
+                f"{path}: {what}; set benchmark.root to the folder holding the release (and "
                 f"benchmark.file if the file is named differently)"
             )
-        return self.items(self.load(path), root=base, source=str(path))
+        items: list[BenchmarkItem] = []
+        for part in paths:
+            items.extend(self.items(self.load(part), root=base, source=str(part)))
+        if len(paths) > 1:
+            seen: set[str] = set()
+            for item in items:
+                if item.id in seen:
+                    raise DataError(
+                        f"{path}: id {item.id!r} appears in two of the {len(paths)} files matched; ids must be "
+                        f"unique (narrow benchmark.file to one split)"
+                    )
+                seen.add(item.id)
+        return items
 
     def load(self, path: str | Path) -> list[dict[str, Any]]:
-        """Records of a file in the benchmark's format (JSON, JSONL, CSV, TSV by suffix)."""
-        return read_records(path)
+        """Records of a file in the benchmark's format (JSON, JSONL, CSV, TSV, parquet by suffix); audio
+        embedded in a parquet file is written to ``audio_cache``."""
+        return read_records(path, audio_dir=self.audio_cache)
 
     def items(
         self,

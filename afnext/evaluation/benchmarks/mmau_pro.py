@@ -3,8 +3,7 @@
 Released on Hugging Face as ``test.parquet`` with ``id, audio_path`` (a list: some questions have several
 audio files, ``data/<uuid>.wav`` relative to the dataset folder), ``question, choices, answer, category`` and,
 for instruction following, ``task_identifier, kwargs``; its official script reads the prediction from column
-``model_output``. Reading parquet needs ``pyarrow`` (not an afnext dependency); a JSON / JSON-lines export of
-the same records is read without it.
+``model_output``. A JSON / JSON-lines export of the same records is read too (``benchmark.file``).
 
 How each kind is scored here, against the official script:
 
@@ -29,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from afnext.errors import DataError
-from afnext.evaluation.benchmarks.base import BenchmarkItem, read_records
+from afnext.evaluation.benchmarks.base import BenchmarkItem
 from afnext.evaluation.benchmarks.multiple_choice import FINAL_RULE, MultipleChoiceBenchmark
 from afnext.evaluation.metrics.breakdown import accuracy_summary
 from afnext.evaluation.metrics.judged import Judge, judged_scores, scale_prompt
@@ -75,20 +74,6 @@ class MMAUPro(MultipleChoiceBenchmark):
         super().__init__(root, **kwargs)
         self.judge_scale = (float(judge_scale[0]), float(judge_scale[1]))
         self.judge_prompt = judge_prompt or scale_prompt(*self.judge_scale)
-
-    def load(self, path: str | Path) -> list[dict[str, Any]]:
-        """Records of ``test.parquet`` (needs pyarrow) or of a JSON / JSON-lines export."""
-        path = Path(path)
-        if path.suffix.lower() != ".parquet":
-            return read_records(path)
-        try:
-            import pyarrow.parquet as pq
-        except ImportError as exc:
-            raise DataError(
-                f"{path}: reading parquet needs pyarrow (pip install pyarrow), or export the records to "
-                f"JSON lines and set benchmark.file to that file"
-            ) from exc
-        return pq.read_table(path).to_pylist()
 
     @staticmethod
     def kind(record: Mapping[str, Any]) -> str:

@@ -11,9 +11,11 @@ by the benchmark's metadata fields. Items without a prediction are skipped and c
   ``audio_id`` (``./test-mini-audios/<uuid>.wav``) under the root; the prediction in ``model_output``.
 * :class:`MMAR` (ddlBoJack/MMAR): ``MMAR-meta.jsonl`` with ``id, audio_path, question, choices, answer,
   modality, category, sub-category, language, source, ...``; the prediction in ``answer_prediction``.
-* :class:`MMSU` (dingdongwang/MMSU): the records its ``mmsu_inference.py`` writes (``id, audio_path, question,
-  choice_a..choice_d, answer_gt, task_name, category, sub-category, sub-sub-category, ...``), the prediction in
-  ``response``; official rule: :func:`~afnext.evaluation.metrics.mcq.mmsu_official`.
+* :class:`MMSU` (dingdongwang/MMSU): the Hugging Face release (ddwang2000/MMSU: parquet files with ``id, audio,
+  question, choice_a..choice_d, answer_gt, task_name, category, sub-category, sub-sub-category,
+  linguistics_sub_discipline``, the audio embedded), or the records its ``mmsu_inference.py`` writes (the same
+  fields with ``audio_path`` for ``audio``), the prediction in ``response``; official rule:
+  :func:`~afnext.evaluation.metrics.mcq.mmsu_official`.
 """
 
 from __future__ import annotations
@@ -56,6 +58,10 @@ class MultipleChoiceBenchmark(BaseBenchmark):
         """The options of a record, in the order shown."""
         return list(record["choices"])
 
+    def audio_of(self, record: Mapping[str, Any]) -> Any:
+        """The record's audio: a path, a list of paths (relative to the root as released)."""
+        return record[self.audio_field]
+
     def item(
         self, record: dict[str, Any], root: Path | None, where: str, index: int
     ) -> BenchmarkItem:
@@ -63,7 +69,7 @@ class MultipleChoiceBenchmark(BaseBenchmark):
         if any(not isinstance(c, str) for c in choices):
             raise DataError(f"{where}: every choice must be a string, got {choices!r}")
         answer = record[self.answer_field]
-        audio = record[self.audio_field]
+        audio = self.audio_of(record)
         paths = [audio] if isinstance(audio, str) else list(audio or [])
         return BenchmarkItem(
             id=str(record["id"]),
@@ -179,13 +185,16 @@ class MMAR(MultipleChoiceBenchmark):
 class MMSU(MultipleChoiceBenchmark):
     """MMSU (5,000 spoken-language items, options A-D).
 
-    The release is a Hugging Face dataset (ddwang2000/MMSU); this reads a JSON / JSON-lines export of it with
-    the field names the official inference script writes and ``audio_path`` relative to the root (assumed
-    layout: the dataset's embedded audio must be written out as files).
+    The release is a Hugging Face dataset (ddwang2000/MMSU): parquet files whose ``audio`` column holds each
+    clip's encoded bytes (``{"bytes", "path"}``). ``benchmark.root`` is the downloaded dataset folder
+    (``huggingface-cli download ddwang2000/MMSU --repo-type dataset --local-dir DIR``); every ``*.parquet`` under
+    it is read (``benchmark.file``, a glob) and the clips are written once to ``audio_cache``. A JSON / JSON-lines
+    file with the fields the official ``mmsu_inference.py`` writes (``audio_path`` relative to the root instead
+    of ``audio``) is read too: ``benchmark.file=mmsu.jsonl``.
     """
 
     name = "mmsu"
-    default_file = "mmsu.jsonl"
+    default_file = "**/*.parquet"
     prediction_field = "response"
     answer_field = "answer_gt"
     fields = ("category", "sub-category", "task_name")
@@ -203,6 +212,10 @@ class MMSU(MultipleChoiceBenchmark):
         "only A, B, C, or D.\n\nQuestion: {question}\n\n{options}",
         "option": "{letter}. {text}",
     }
+
+    def audio_of(self, record: Mapping[str, Any]) -> Any:
+        """``audio`` (the release; written out by :meth:`load`), else ``audio_path`` (the script's records)."""
+        return record["audio"] if "audio" in record else record["audio_path"]
 
     def choices_of(self, record: Mapping[str, Any]) -> list[str]:
         """``choice_a`` .. ``choice_d``, trailing empty ones dropped (letters keep their positions)."""
