@@ -24,6 +24,7 @@ from afnext_kernels.errors import (
 __all__ = [
     "AfnextError",
     "AudioError",
+    "AudioTooLongError",
     "CheckpointError",
     "ConfigError",
     "DataError",
@@ -62,6 +63,27 @@ class AudioError(AfnextError, ValueError):
         self.problem, self.fix = message, fix
         text = f"{message} {fix}" if fix else message
         super().__init__(f"{self.source}: {text}" if self.source else text)
+
+
+class AudioTooLongError(AudioError):
+    """Audio longer than the limit in force.
+
+    Attributes:
+        seconds: The audio's length in seconds.
+        max_seconds: The limit it exceeds.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        source: str | Path | None = None,
+        fix: str | None = None,
+        *,
+        seconds: float,
+        max_seconds: float,
+    ) -> None:
+        super().__init__(message, source, fix)
+        self.seconds, self.max_seconds = seconds, max_seconds
 
 
 class InputError(AfnextError, ValueError):

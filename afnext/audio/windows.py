@@ -13,7 +13,7 @@ from typing import NamedTuple
 
 import torch
 
-from afnext.errors import AudioError, ConfigError
+from afnext.errors import AudioError, AudioTooLongError, ConfigError
 
 __all__ = [
     "HOP_LENGTH",
@@ -57,12 +57,14 @@ def check_duration(
     """
     if max_seconds is None or num_samples <= max_seconds * sampling_rate:
         return
-    raise AudioError(
+    raise AudioTooLongError(
         f"audio is {num_samples / sampling_rate:.2f} s long ({num_samples} samples at "
         f"{sampling_rate} Hz), over the limit of {max_seconds:g} s.",
         source=source,
         fix="Trim or split it, or raise the limit with the `max_seconds` argument (None disables it); in "
         "training it is `data.max_audio_seconds`, or a curriculum stage's `max_audio_seconds`.",
+        seconds=num_samples / sampling_rate,
+        max_seconds=float(max_seconds),
     )
 
 

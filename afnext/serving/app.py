@@ -173,7 +173,7 @@ def create_app(
         loop = asyncio.get_running_loop()
         prepared = await loop.run_in_executor(pool, engine.prepare, parsed.request)
         if prepared.error is not None:
-            return error(400, _unusable(prepared, engine.processor.max_seconds))
+            return error(400, _unusable(prepared))
         ident = new_id()
         if not parsed.stream:
             try:
@@ -215,17 +215,19 @@ def create_app(
     return app
 
 
-def _unusable(prepared: Any, limit: float | None) -> str:
+def _unusable(prepared: Any) -> str:
     """A 400's message for a request whose audio or messages cannot be used: what is wrong, with the advice a
     client can act on (an audio error's training advice, such as a manifest or a config key, left out)."""
-    from afnext.errors import AudioError
+    from afnext.errors import AudioError, AudioTooLongError
 
     exc = prepared.exception
     if not isinstance(exc, AudioError):
         return f"the request's audio or messages cannot be used: {prepared.error}"
     where = f"{exc.source}: " if exc.source else ""
-    if "over the limit" in exc.problem:
-        advice = f"This server takes audio up to {limit:g} s per file; send a shorter clip."
+    if isinstance(exc, AudioTooLongError):
+        advice = (
+            f"This server takes audio up to {exc.max_seconds:g} s per file; send a shorter clip."
+        )
     else:
         advice = "Send a whole, valid wav / mp3 / flac / ogg file (base64 in input_audio.data)."
     return f"the request's audio cannot be used: {where}{exc.problem} {advice}"

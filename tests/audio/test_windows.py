@@ -13,7 +13,7 @@ from afnext.audio import (
     valid_frames,
     window_samples,
 )
-from afnext.errors import AudioError
+from afnext.errors import AudioError, AudioTooLongError
 
 SR = 16000
 N = 30 * SR
@@ -63,6 +63,10 @@ def test_max_seconds_boundary():
     assert "1800.00 s long (28800001 samples at 16000 Hz)" in message
     assert "over the limit of 1800 s" in message
     assert "`max_seconds`" in message and "`data.max_audio_seconds`" in message
+    assert isinstance(
+        info.value, AudioTooLongError
+    )  # what a server tells apart from undecodable audio
+    assert (info.value.seconds, info.value.max_seconds) == (1800 + 1 / SR, 1800.0)
 
     assert split_windows(torch.zeros(61 * SR), max_seconds=None).samples.shape == (3, N)
     assert split_windows(torch.zeros(10 * SR), max_seconds=10).samples.shape == (1, N)
