@@ -344,9 +344,12 @@ class BaseBenchmark:
         """Items of ``root / file`` (the released file, or every file a glob pattern matches)."""
         base = self._root(root)
         path = base / self.file
-        paths = sorted(Path(p) for p in glob.glob(str(path), recursive=True))
         if not glob.has_magic(self.file):
             paths = [path] if path.exists() else []
+        elif Path(self.file).is_absolute():
+            paths = sorted(Path(p) for p in glob.glob(self.file, recursive=True))
+        else:  # the pattern only: brackets in the root's own name stay literal
+            paths = sorted(base.glob(self.file))
         if not paths:
             what = "no file matches" if glob.has_magic(self.file) else "no such file"
             raise DataError(
