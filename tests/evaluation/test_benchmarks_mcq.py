@@ -435,5 +435,12 @@ def test_mmsu_reads_the_hugging_face_release_with_its_audio_embedded(tmp_path):
     )
     with pytest.raises(DataError, match=r"'m1' appears in two of the 3 files"):
         MMSU(root=root, audio_cache=cache).read()
+    _write_parquet(
+        tmp_path / "empty" / "x.parquet", [_mmsu_row("e", {"bytes": None, "path": None})]
+    )
+    with pytest.raises(
+        DataError, match=r"x\.parquet row 1: embedded audio with neither bytes nor a path"
+    ):
+        MMSU(root=tmp_path / "empty", audio_cache=cache).read()
     with pytest.raises(DataError, match=r"\*\*/\*\.parquet: no file matches"):
         MMSU(root=tmp_path / "src", audio_cache=cache).read()

@@ -231,9 +231,10 @@ def _read_parquet(path: Path, audio_dir: str | Path | None) -> list[dict[str, An
         for batch in pq.ParquetFile(path).iter_batches(batch_size=64):
             for row in batch.to_pylist():
                 if audio_dir is not None:
-                    row = {
-                        key: write_embedded_audio(value, audio_dir) for key, value in row.items()
-                    }
+                    try:
+                        row = {key: write_embedded_audio(v, audio_dir) for key, v in row.items()}
+                    except DataError as exc:
+                        raise DataError(f"{path} row {len(records) + 1}: {exc}") from exc
                 records.append(row)
     except (pyarrow.ArrowException, OSError) as exc:
         raise DataError(f"{path}: not a readable parquet file ({exc})") from exc
