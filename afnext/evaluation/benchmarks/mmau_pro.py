@@ -8,10 +8,13 @@ for instruction following, ``task_identifier, kwargs``; its official script read
 How each kind is scored here, against the official script:
 
 * **closed** (``category`` neither ``open`` nor ``instruction following``, at least two choices): the official
-  script picks the choice closest to the output by NV-Embed-v2 sentence-embedding similarity. That 7B embedding
-  model cannot be downloaded here, so closed questions are scored by the MMAU / MMAR token rule, on the raw
-  output (``official``) and on the final answer (``final_answer``); numbers are not directly comparable with the
-  embedding scorer's (``notes`` in the results says so).
+  scorer picks the choice closest to the output by NV-Embed-v2 embeddings (NVIDIA's NeMo-Skills MMAU-Pro judge:
+  ``encode`` with an empty instruction and ``max_length=4096`` of the output and of each choice, L2-normalised,
+  the highest dot product; right when that choice equals the answer, case-insensitively). That 7B model's own
+  code pins transformers 4.42, which afnext's stack cannot load, so closed questions are scored here by the MMAU
+  / MMAR token rule, on the raw output (``official``) and on the final answer (``final_answer``); numbers are
+  not directly comparable with the embedding scorer's (``notes`` in the results says so). The run's
+  ``test.jsonl`` (the release's records with ``model_output``) is what an NV-Embed scorer reads.
 * **open**: an LLM judge scores the final answer 1-5 (the official script uses Qwen2.5-7B-Instruct and its
   ``OVERALL`` line); the percent is ``100 * mean / 5``, as the official weighted score divides by 5.
 * **instruction following**: rule checks in the official script (word / sentence / keyword counts, casing, ...);
