@@ -11,7 +11,8 @@ How each kind is scored here, against the official script:
   scorer picks the choice closest to the output by NV-Embed-v2 embeddings (NVIDIA's NeMo-Skills MMAU-Pro judge:
   ``encode`` with an empty instruction and ``max_length=4096`` of the output and of each choice, L2-normalised,
   the highest dot product; right when that choice equals the answer, case-insensitively). That 7B model's own
-  code pins transformers 4.42, which afnext's stack cannot load, so closed questions are scored here by the MMAU
+  code is written for transformers 4.42 (NeMo-Skills installs that version to run it) and its weights cannot be
+  downloaded here; it is not run, so closed questions are scored here by the MMAU
   / MMAR token rule, on the raw output (``official``) and on the final answer (``final_answer``); numbers are
   not directly comparable with the embedding scorer's (``notes`` in the results says so). The run's
   ``test.jsonl`` (the release's records with ``model_output``) is what an NV-Embed scorer reads.
