@@ -312,19 +312,20 @@ def test_mmau_pro_splits_closed_open_and_instruction_items(tmp_path):
     assert (result["official"]["correct"], result["final_answer"]["correct"]) == (0, 1)
     assert result["official"]["total"] == 2
     assert result["open"]["score"] == pytest.approx(80.0)  # 4 / 5
-    assert result["instruction_following"] == {
-        "items": 1,
-        "score": None,
-        "reason": "the official rule checks (word/sentence counts, casing, keywords) are not ported yet",
+    following = result["instruction_following"]
+    assert (following["items"], following["correct"], following["score"]) == (1, 1, 100.0)
+    assert following["by_constraint"] == {"All Uppercase": {"correct": 1, "total": 1}}
+    assert following["unknown_constraints"] == 0 and "NeMo-Skills" in following["rule"]
+    assert result["overall"]["final_answer"] == {  # closed 1 of 2, open 4 / 5, instruction 1 of 1
+        "score": pytest.approx(100 * (1 + 0.8 + 1) / 4),
+        "parts": ["closed", "open", "instruction_following"],
     }
-    assert result["overall"]["final_answer"] == {
-        "score": pytest.approx(100 * (1 + 0.8) / 3),
-        "parts": ["closed", "open"],
-    }
+    assert result["overall"]["official"]["score"] == pytest.approx(100 * (0 + 0.8 + 1) / 4)
     assert any("NV-Embed" in note for note in result["notes"])
     no_judge = score_file(MMAUPro(), path)
     assert no_judge["open"]["score"] is None and no_judge["overall"]["official"]["parts"] == [
-        "closed"
+        "closed",
+        "instruction_following",
     ]
 
 
@@ -333,7 +334,8 @@ def _write_parquet(path, records):
     import pyarrow.parquet as pq
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.Table.from_pylist(records), path)
+    keys = list(dict.fromkeys(k for r in records for k in r))  # every column, null where a row lacks it
+    pq.write_table(pa.Table.from_pylist([{k: r.get(k) for k in keys} for r in records]), path)
     return path
 
 

@@ -18,8 +18,10 @@ How each kind is scored here, against the official script:
   ``test.jsonl`` (the release's records with ``model_output``) is what an NV-Embed scorer reads.
 * **open**: an LLM judge scores the final answer 1-5 (the official script uses Qwen2.5-7B-Instruct and its
   ``OVERALL`` line); the percent is ``100 * mean / 5``, as the official weighted score divides by 5.
-* **instruction following**: rule checks in the official script (word / sentence / keyword counts, casing, ...);
-  not ported yet: reported as not scored, with the count.
+* **instruction following**: each question's constraint (``task_identifier``, ``kwargs``: word / sentence /
+  keyword counts, casing, quotes, sections, ...) checked by the rules of NVIDIA's NeMo-Skills MMAU-Pro
+  evaluator (:mod:`afnext.evaluation.metrics.instruction_following`), on the raw output (``official``) and on
+  the final answer; success rate in percent, with the count per constraint.
 
 ``overall`` is the official weighting (closed accuracy, open mean / 5, instruction success, each weighted by
 its item count) over the kinds that were scored, which it names.
@@ -35,12 +37,17 @@ from afnext.errors import DataError
 from afnext.evaluation.benchmarks.base import BenchmarkItem
 from afnext.evaluation.benchmarks.multiple_choice import FINAL_RULE, MultipleChoiceBenchmark
 from afnext.evaluation.metrics.breakdown import accuracy_summary
+from afnext.evaluation.metrics.instruction_following import CONSTRAINTS, follows_instruction
 from afnext.evaluation.metrics.judged import Judge, judged_scores, scale_prompt
 from afnext.reasoning.metrics import final_answer
 
 __all__ = ["MMAUPro"]
 
 OPEN, FOLLOW = "open", "instruction following"
+IF_RULE = (
+    "the constraint named by task_identifier / kwargs, checked as NVIDIA NeMo-Skills' MMAU-Pro evaluator does "
+    "(afnext.evaluation.metrics.instruction_following); success rate in percent"
+)
 EMBEDDING_NOTE = (
     "Closed questions: the official MMAU-Pro scorer matches the output to a choice by NV-Embed-v2 embedding "
     "similarity; that model is not available here, so they are scored by the MMAU/MMAR token rule instead "
@@ -136,9 +143,13 @@ class MMAUPro(MultipleChoiceBenchmark):
             scale=self.judge_scale,
             prompt=self.judge_prompt,
         )
+        following = {
+            view: self._following(follow, predictions, final=view == "final_answer")
+            for view in ("official", "final_answer")
+        }
         result = {
             "benchmark": self.name,
-            "metric": "accuracy (percent); open: judge mean / max x 100",
+            "metric": "accuracy (percent); open: judge mean / max x 100; instruction following: success rate",
             "items": len(items),
             "scored": len(scored),
             "skipped": len(items) - len(scored),
@@ -149,26 +160,66 @@ class MMAUPro(MultipleChoiceBenchmark):
             "final_answer": {"rule": FINAL_RULE, **accuracy_summary(final, meta, self.fields)},
             "open": {k: v for k, v in judged.items() if k != "per_item"},
             "instruction_following": {
+                "rule": IF_RULE,
                 "items": len(follow),
-                "score": None,
-                "reason": "the official rule checks (word/sentence counts, casing, keywords) are not ported yet",
+                **following["official"],
+                "final_answer": following["final_answer"],
             },
             "unscorable": len(unscorable),
             "notes": list(self.notes),
         }
         result["overall"] = {
-            view: self._overall(result[view]["correct"], len(closed), judged, len(opened))
+            view: self._overall(
+                result[view]["correct"], len(closed), judged, len(opened), following[view]
+            )
             for view in ("official", "final_answer")
         }
         return result
 
     @staticmethod
-    def _overall(
-        closed_correct: int, closed: int, judged: Mapping[str, Any], opened: int
+    def _following(
+        items: Sequence[BenchmarkItem], predictions: Mapping[str, str], *, final: bool
     ) -> dict[str, Any]:
+        """Success rate of the instruction-following items, on the raw output or on the final answer, with
+        the count per constraint (``unknown_constraints``: identifiers the rules do not know, counted wrong)."""
+        per: dict[str, dict[str, int]] = {}
+        correct = unknown = 0
+        for item in items:
+            output = predictions[item.id]
+            try:
+                ok = follows_instruction(final_answer(output) if final else output, item.raw)
+            except DataError as exc:
+                raise DataError(f"item {item.id!r}: {exc}") from exc
+            name = str(item.raw.get("task_identifier") or "")
+            unknown += name not in CONSTRAINTS
+            group = per.setdefault(name, {"correct": 0, "total": 0})
+            group["correct"] += ok
+            group["total"] += 1
+            correct += ok
+        return {
+            "score": 100.0 * correct / len(items) if items else None,
+            "correct": correct,
+            "total": len(items),
+            "unknown_constraints": unknown,
+            "by_constraint": dict(sorted(per.items())),
+        }
+
+    @staticmethod
+    def _overall(
+        closed_correct: int,
+        closed: int,
+        judged: Mapping[str, Any],
+        opened: int,
+        following: Mapping[str, Any],
+    ) -> dict[str, Any]:
+        """The three kinds' scores weighted by their item counts (what was scored; ``parts`` names it)."""
         points, weight, parts = float(closed_correct), closed, ["closed"] if closed else []
         if opened and judged.get("score") is not None:
             points += judged["score"] / 100.0 * opened
             weight += opened
             parts.append("open")
+        if following["total"]:
+            points += following["correct"]
+            weight += following["total"]
+            parts.append("instruction_following")
         return {"score": 100.0 * points / weight if weight else None, "parts": parts}
