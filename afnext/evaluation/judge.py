@@ -137,15 +137,30 @@ class LLMJudge:
         )
         self.failures = 0
         self.failure_reasons: Counter[str] = Counter()
+        self.verdict: tuple[str, list[tuple[str, float]], float | None] | None = None
 
     def for_benchmark(
-        self, prompt: str | None = None, scale: Sequence[float] | None = None
+        self,
+        prompt: str | None = None,
+        scale: Sequence[float] | None = None,
+        verdict: Mapping[str, object] | None = None,
     ) -> LLMJudge:
-        """This judge with a benchmark's prompt and score scale (each kept when ``None``), on the same client
-        (connections, concurrency limit, cache) and with its own failure counts.
+        """This judge with a benchmark's prompt, score scale and verdict rule (each kept when ``None``), on the
+        same client (connections, concurrency limit, cache) and with its own failure counts.
+
+        Args:
+            prompt: The benchmark's prompt template.
+            scale: Its (lowest, highest) score.
+            verdict: Read a verdict word instead of a number (NeMo-Skills' judges): ``marker`` (the reply's
+                text after its last occurrence is the verdict, e.g. ``"Judgement:"``), ``values`` (each verdict
+                word's score; the verdict, lower-cased, starting with the word selects it, e.g. ``{"yes": 1,
+                "no": 0}``) and ``otherwise`` (the score of a reply without a marker or a known word: a number
+                counts it so, as NeMo-Skills counts such replies wrong, and names it in the failure reasons as
+                ``no_verdict``; ``None`` leaves it out as a failure).
 
         Raises:
-            ConfigError: The prompt is not a template with named fields, or the scale is not (low, high).
+            ConfigError: The prompt is not a template with named fields, the scale is not (low, high), or the
+                verdict rule lacks its marker or values.
         """
         judge = copy.copy(self)
         if prompt is not None:
@@ -156,6 +171,8 @@ class LLMJudge:
                     f"judge_scale={list(scale)!r}: give [lowest, highest], lowest <= highest"
                 )
             judge.min_score, judge.max_score = float(scale[0]), float(scale[1])
+        if verdict is not None:
+            judge.verdict = _verdict_rule(verdict)
         judge.failures, judge.failure_reasons = 0, Counter()
         return judge
 
@@ -178,7 +195,17 @@ class LLMJudge:
         return self.prompt.format(**item)
 
     def parse(self, reply: str) -> tuple[float | None, str | None]:
-        """``(score, None)``, or ``(None, reason)`` when no number matches or it is out of range."""
+        """``(score, None)``, or ``(None, reason)`` when no number matches or it is out of range. With a verdict
+        rule (:meth:`for_benchmark`), the verdict word's score; a reply without one gives the rule's
+        ``otherwise`` score and the reason ``no_verdict`` (counted, not left out, when that score is a number)."""
+        if self.verdict is not None:
+            marker, values, otherwise = self.verdict
+            if marker in reply:
+                said = reply.split(marker)[-1].strip().lower()
+                for word, value in values:
+                    if said.startswith(word):
+                        return value, None
+            return otherwise, "no_verdict"
         matches = self.pattern.findall(reply)
         if not matches:
             return None, "unparsable"
@@ -216,10 +243,34 @@ class LLMJudge:
                 if reason is not None:
                     log.warning("judge item %d: %s reply %r", i, reason, result.text[-200:])
             if reason is not None:
-                self.failures += 1
+                self.failures += value is None  # a reply counted by the verdict rule is scored
                 self.failure_reasons[reason] += 1
             scores.append(value)
         return scores
+
+
+def _verdict_rule(rule: Mapping[str, object]) -> tuple[str, list[tuple[str, float]], float | None]:
+    """``(marker, [(word, score), ...], otherwise)`` from a benchmark's ``judge_verdict`` mapping."""
+    unknown = sorted(set(rule) - {"marker", "values", "otherwise"})
+    marker, values = rule.get("marker"), rule.get("values")
+    if (
+        unknown
+        or not isinstance(marker, str)
+        or not marker
+        or not isinstance(values, Mapping)
+        or not values
+    ):
+        raise ConfigError(
+            f"judge_verdict={dict(rule)!r}: give marker (text before the verdict, e.g. 'Judgement:'), values "
+            "(verdict word -> score, e.g. {yes: 1, no: 0}) and optionally otherwise (score of a reply "
+            "without a verdict; null leaves it out)"
+        )
+    otherwise = rule.get("otherwise")
+    try:
+        words = [(str(word).lower(), float(score)) for word, score in values.items()]  # type: ignore[arg-type]
+        return marker, words, None if otherwise is None else float(otherwise)  # type: ignore[arg-type]
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"judge_verdict: scores must be numbers ({exc})") from exc
 
 
 def build_judge(

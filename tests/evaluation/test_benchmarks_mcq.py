@@ -307,7 +307,13 @@ def test_mmau_pro_splits_closed_open_and_instruction_items(tmp_path):
     judge = FakeJudge([4])
     result = pro.score(items, {r["id"]: r["model_output"] for r in records}, judge=judge)
     assert judge.items == [
-        {"question": "Describe it.", "reference": "Rain on a roof.", "prediction": "Rain falling."}
+        {
+            "question": "Describe it.",
+            "reference": "Rain on a roof.",
+            "prediction": "Rain falling.",
+            "expected_answer": "Rain on a roof.",  # NeMo-Skills' names, for its prompts
+            "generation": "Rain falling.",
+        }
     ]
     assert (result["official"]["correct"], result["final_answer"]["correct"]) == (0, 1)
     assert result["official"]["total"] == 2
@@ -334,7 +340,9 @@ def _write_parquet(path, records):
     import pyarrow.parquet as pq
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    keys = list(dict.fromkeys(k for r in records for k in r))  # every column, null where a row lacks it
+    keys = list(
+        dict.fromkeys(k for r in records for k in r)
+    )  # every column, null where a row lacks it
     pq.write_table(pa.Table.from_pylist([{k: r.get(k) for k in keys} for r in records]), path)
     return path
 

@@ -200,3 +200,115 @@ def test_eval_score_cli_uses_the_judge(tmp_path: Path, capsys: pytest.CaptureFix
         assert server.calls == 3  # cached
     assert first["score"] == pytest.approx(80.0) and first["judge"]["judged"] == 3
     assert (predictions.parent / "judge_cache").is_dir()
+
+
+def test_a_verdict_judge_reads_its_last_judgement_line() -> None:
+    """judge_verdict (NeMo-Skills' Yes / No judges): the text after the last marker decides; a reply without a
+    verdict is counted as the rule's `otherwise` and named in the failure reasons, not dropped."""
+    from afnext.evaluation.metrics.judged import judged_scores
+
+    replies = {
+        "a dog barks": "Reasoning: it matches.\nJudgement: Yes",
+        "a cat": "Judgement: yes at first, but no.\nJudgement: No, it is a cat.",
+        "a bark": "Reasoning: close enough.\nJudgement:   yes.",
+        "nothing": "I would say yes.",  # no marker
+        "bold": "Judgement: **Yes**",  # not a verdict word after the marker: counted No, as NeMo-Skills does
+    }
+    prompt = "Question: {question}\nReference: {expected_answer}\nResponse: {generation}\n"
+    rule = {"marker": "Judgement:", "values": {"yes": 1, "no": 0}, "otherwise": 0}
+    items = [
+        {**item, "expected_answer": item["reference"], "generation": item["prediction"]}
+        for item in _items(*replies)
+    ]
+    with FakeOpenAI(
+        lambda body: replies[body["messages"][0]["content"].split("Response: ")[1].strip()]
+    ) as server:
+        result = judged_scores(_judge(server.url), items, scale=(0, 1), prompt=prompt, verdict=rule)
+        sent = [b["messages"][0]["content"] for b in server.bodies()]  # sent concurrently
+    assert result["per_item"] == [1.0, 0.0, 1.0, 0.0, 0.0]
+    assert (
+        result["score"] == pytest.approx(40.0) and result["judged"] == 5 and result["failed"] == 0
+    )
+    assert result["failure_reasons"] == {"no_verdict": 2}
+    assert "Question: What is heard?\nReference: A dog barks.\nResponse: a dog barks\n" in sent
+
+    # `otherwise: null` leaves a reply without a verdict out, as a failure
+    with FakeOpenAI(lambda body: "no verdict here") as server:
+        left_out = judged_scores(
+            _judge(server.url), items[:2], scale=(0, 1), prompt=prompt,
+            verdict={**rule, "otherwise": None},
+        )  # fmt: skip
+    assert left_out["failed"] == 2 and left_out["score"] is None
+
+    with pytest.raises(ConfigError, match="judge_verdict"):
+        _judge("http://127.0.0.1:9/v1").for_benchmark(verdict={"values": {"yes": 1}})
+
+    class OldJudge:  # a plugin judge whose for_benchmark takes no verdict rule
+        def for_benchmark(self, prompt, scale):
+            return self
+
+        def score(self, items):
+            return [1.0] * len(items)
+
+    from afnext.errors import UsageError
+
+    with pytest.raises(UsageError, match="judge_verdict"):
+        judged_scores(OldJudge(), items[:1], scale=(0, 1), prompt=prompt, verdict=rule)
+
+
+def test_mmau_pro_nemo_skills_config_scores_open_answers_by_verdict(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`benchmark=mmau_pro_nemo_skills`: the Yes / No judge on open questions (share of Yes), NeMo-Skills'
+    option format in prompts, and judge_prompt_file reading a NeMo-Skills-style YAML prompt config."""
+    import json
+
+    from hydra.utils import instantiate
+
+    from afnext.cli import main
+    from afnext.config import compose_config
+
+    records = [
+        {"id": f"o{k}", "audio_path": [f"data/o{k}.wav"], "question": f"Describe clip {k}.",
+         "choices": [], "answer": "Rain.", "category": "open", "model_output": answer}
+        for k, answer in enumerate(["Rain falling.", "A dog.", "Rain on a roof."])
+    ] + [
+        {"id": "c1", "audio_path": ["data/c1.wav"], "question": "Which?", "choices": ["Dog", "Cat"],
+         "answer": "Dog", "category": "sound", "model_output": "B"},
+    ]  # fmt: skip
+    path = tmp_path / "test.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+
+    def respond(body: dict) -> str:
+        answer = body["messages"][0]["content"].split("Model response: ")[-1].split("\n")[0]
+        return "Reasoning: ok.\nJudgement: Yes" if "Rain" in answer else "Judgement: No"
+
+    def argv(url: str, *extra: str) -> list[str]:
+        return ["eval", "score", "benchmark=mmau_pro_nemo_skills", f"predictions={path}",
+                f"judge.base_url={url}", "judge.model=qwen", "judge.api_key_env=null", *extra, "--json"]  # fmt: skip
+
+    with FakeOpenAI(respond) as server:
+        assert main(argv(server.url)) == 0
+        result = json.loads(capsys.readouterr().out)
+        sent = "\n".join(b["messages"][0]["content"] for b in server.bodies())
+    assert result["benchmark"] == "mmau_pro_nemo_skills"
+    assert result["open"]["score"] == pytest.approx(100 * 2 / 3) and result["open"]["scale"] == [
+        0,
+        1,
+    ]
+    assert "Judgement: <Yes or No>" in sent and "Model response: Rain falling." in sent
+    # closed questions prompted with `A. text` options after a blank line, as NeMo-Skills does
+    cfg = compose_config("eval", ["benchmark=mmau_pro_nemo_skills", "benchmark.root=/x"])
+    adapter = instantiate(cfg.benchmark, _convert_="all")
+    item = adapter.items(records)[3]
+    assert item.messages[-1]["content"] == "<sound>\nWhich?\n\nA. Dog\nB. Cat"
+
+    prompt_file = tmp_path / "speechlm.yaml"
+    prompt_file.write_text(
+        "user: |-\n  Q: {question}\n  Ref: {expected_answer}\n  Model: {generation}\n  Judgement?\n"
+    )
+    with FakeOpenAI(lambda body: "Judgement: Yes") as server:
+        assert main(argv(server.url, f"benchmark.judge_prompt_file={prompt_file}")) == 0
+        capsys.readouterr()
+        sent = [b["messages"][0]["content"] for b in server.bodies()]
+    assert "Q: Describe clip 0.\nRef: Rain.\nModel: Rain falling.\nJudgement?" in sent

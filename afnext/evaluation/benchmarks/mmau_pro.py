@@ -17,7 +17,10 @@ How each kind is scored here, against the official script:
   not directly comparable with the embedding scorer's (``notes`` in the results says so). The run's
   ``test.jsonl`` (the release's records with ``model_output``) is what an NV-Embed scorer reads.
 * **open**: an LLM judge scores the final answer 1-5 (the official script uses Qwen2.5-7B-Instruct and its
-  ``OVERALL`` line); the percent is ``100 * mean / 5``, as the official weighted score divides by 5.
+  ``OVERALL`` line); the percent is ``100 * mean / 5``, as the official weighted score divides by 5. The
+  ``mmau_pro_nemo_skills`` option asks instead NVIDIA NeMo-Skills' judge question (its ``judge/speechlm``
+  prompt: a reasoning, then ``Judgement: Yes`` or ``No``; Qwen2.5-7B-Instruct there) and scores the share of
+  Yes, a reply without a verdict counted No, as NeMo-Skills does.
 * **instruction following**: each question's constraint (``task_identifier``, ``kwargs``: word / sentence /
   keyword counts, casing, quotes, sections, ...) checked by the rules of NVIDIA's NeMo-Skills MMAU-Pro
   evaluator (:mod:`afnext.evaluation.metrics.instruction_following`), on the raw output (``official``) and on
@@ -38,7 +41,12 @@ from afnext.evaluation.benchmarks.base import BenchmarkItem
 from afnext.evaluation.benchmarks.multiple_choice import FINAL_RULE, MultipleChoiceBenchmark
 from afnext.evaluation.metrics.breakdown import accuracy_summary
 from afnext.evaluation.metrics.instruction_following import CONSTRAINTS, follows_instruction
-from afnext.evaluation.metrics.judged import Judge, judged_scores, scale_prompt
+from afnext.evaluation.metrics.judged import (
+    Judge,
+    judged_scores,
+    read_prompt_file,
+    scale_prompt,
+)
 from afnext.reasoning.metrics import final_answer
 
 __all__ = ["MMAUPro"]
@@ -62,6 +70,13 @@ class MMAUPro(MultipleChoiceBenchmark):
         judge_scale: The open-question judge's (lowest, highest) score.
         judge_prompt: The judge's prompt template (``{question}``, ``{reference}``, ``{prediction}``; ``None``:
             the generic one for ``judge_scale``).
+        judge_verdict: A judge that answers with a word, not a number (``marker``, ``values``, ``otherwise``;
+            :meth:`afnext.evaluation.judge.LLMJudge.for_benchmark`): ``conf/benchmark/mmau_pro_nemo_skills.yaml``
+            asks NeMo-Skills' Yes / No question and scores Yes 1, No 0, no verdict 0 (``judge_scale`` [0, 1]).
+        judge_prompt_file: Read the judge's prompt from this file instead (:func:`read_prompt_file`: a YAML
+            prompt config's ``user`` entry, e.g. NeMo-Skills' ``judge/speechlm.yaml``, or a text file). The
+            judge's fields are ``question``, ``reference`` and ``prediction``, also named ``expected_answer`` and
+            ``generation`` as NeMo-Skills' prompts name them.
         **kwargs: :class:`~afnext.evaluation.benchmarks.base.BaseBenchmark` settings.
     """
 
@@ -80,11 +95,16 @@ class MMAUPro(MultipleChoiceBenchmark):
         *,
         judge_scale: Sequence[float] = (1, 5),
         judge_prompt: str | None = None,
+        judge_verdict: Mapping[str, Any] | None = None,
+        judge_prompt_file: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(root, **kwargs)
         self.judge_scale = (float(judge_scale[0]), float(judge_scale[1]))
+        if judge_prompt_file:
+            judge_prompt = read_prompt_file(judge_prompt_file)
         self.judge_prompt = judge_prompt or scale_prompt(*self.judge_scale)
+        self.judge_verdict = dict(judge_verdict) if judge_verdict else None
 
     @staticmethod
     def kind(record: Mapping[str, Any]) -> str:
@@ -132,16 +152,10 @@ class MMAUPro(MultipleChoiceBenchmark):
         final = [self.final_correct(i, predictions[i.id]) for i in closed]
         judged = judged_scores(
             judge,
-            [
-                {
-                    "question": str(i.raw.get("question", "")),
-                    "reference": str(i.reference),
-                    "prediction": final_answer(predictions[i.id]),
-                }
-                for i in opened
-            ],
+            [self._judged_item(i, final_answer(predictions[i.id])) for i in opened],
             scale=self.judge_scale,
             prompt=self.judge_prompt,
+            verdict=self.judge_verdict,
         )
         following = {
             view: self._following(follow, predictions, final=view == "final_answer")
@@ -175,6 +189,18 @@ class MMAUPro(MultipleChoiceBenchmark):
             for view in ("official", "final_answer")
         }
         return result
+
+    @staticmethod
+    def _judged_item(item: BenchmarkItem, answer: str) -> dict[str, str]:
+        """The judge's fields for one open question (with NeMo-Skills' names for its prompts too)."""
+        question, reference = str(item.raw.get("question", "")), str(item.reference)
+        return {
+            "question": question,
+            "reference": reference,
+            "prediction": answer,
+            "expected_answer": reference,
+            "generation": answer,
+        }
 
     @staticmethod
     def _following(

@@ -10,13 +10,15 @@ scale the benchmark averages on). Failures and scores outside the benchmark's sc
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from afnext.errors import DataError, UsageError
+from afnext.errors import ConfigError, DataError, UsageError
 
-__all__ = ["Judge", "judged_scores", "scale_prompt"]
+__all__ = ["Judge", "judged_scores", "read_prompt_file", "scale_prompt"]
 
 
 def scale_prompt(low: float, high: float) -> str:
@@ -29,6 +31,32 @@ def scale_prompt(low: float, high: float) -> str:
         f"Rate how well the candidate answer agrees with the reference from {low:g} (wrong or unrelated) to "
         f"{high:g} (fully correct and complete). Explain briefly, then end with a line of the form 'Score: N'."
     )
+
+
+def read_prompt_file(path: str | Path) -> str:
+    """A judge prompt kept in a file: a YAML prompt config's ``user`` entry (NeMo-Skills' layout,
+    ``nemo_skills/prompt/config/judge/*.yaml``), or the whole text of any other file.
+
+    Raises:
+        ConfigError: The file is missing, or a YAML file has no ``user`` string (names the file).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"judge_prompt_file={path}: no such file")
+    text = path.read_text(encoding="utf-8")
+    if path.suffix.lower() not in (".yaml", ".yml"):
+        return text
+    import yaml
+
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"judge_prompt_file={path}: not valid YAML ({exc})") from exc
+    if not isinstance(data, Mapping) or not isinstance(data.get("user"), str):
+        raise ConfigError(
+            f"judge_prompt_file={path}: a YAML prompt file needs a `user` string (the prompt template)"
+        )
+    return data["user"]
 
 
 @runtime_checkable
@@ -46,6 +74,7 @@ def judged_scores(
     *,
     scale: tuple[float, float],
     prompt: str | None = None,
+    verdict: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Have ``judge`` score ``items`` and average the scores.
 
@@ -55,13 +84,16 @@ def judged_scores(
         scale: The judge's (lowest, highest) score; the percent is ``100 * mean / highest`` (MMAU-Pro divides
             its 1-5 judge mean by 5; AF-Next reports LongAudioBench's 1-10 mean as x10).
         prompt: The benchmark's judge prompt (``None``: the judge's own), for judges with ``for_benchmark``.
+        verdict: The benchmark's verdict rule (a judge that answers Yes / No; see
+            :meth:`afnext.evaluation.judge.LLMJudge.for_benchmark`), passed to ``for_benchmark``.
 
     Returns:
         ``{"score": percent or None, "mean", "scale", "judged", "failed", "out_of_scale", "items",
         "per_item"}``; ``reason`` when nothing was scored.
 
     Raises:
-        UsageError: ``judge`` has no ``score`` method.
+        UsageError: ``judge`` has no ``score`` method, or a verdict rule is given and its ``for_benchmark``
+            does not take one.
         DataError: The judge returned a different number of scores than items.
     """
     low, high = float(scale[0]), float(scale[1])
@@ -78,7 +110,16 @@ def judged_scores(
     if not items:
         return {**base, "score": None, "reason": "no item to judge"}
     if callable(getattr(judge, "for_benchmark", None)):
-        judge = judge.for_benchmark(prompt, (low, high))
+        if verdict is None:
+            judge = judge.for_benchmark(prompt, (low, high))
+        elif "verdict" in inspect.signature(judge.for_benchmark).parameters:
+            judge = judge.for_benchmark(prompt, (low, high), verdict=verdict)
+        else:
+            raise UsageError(
+                f"judge {judge!r}: this benchmark's judge answers with a verdict word (judge_verdict), and "
+                "its for_benchmark(prompt, scale) takes no verdict= rule; accept one, or give the benchmark a "
+                "numeric judge_prompt instead"
+            )
     raw = list(judge.score(list(items)))
     if len(raw) != len(items):
         raise DataError(f"the judge returned {len(raw)} scores for {len(items)} items")
@@ -106,7 +147,9 @@ def judged_scores(
         "per_item": per_item,
     }
     reasons = getattr(judge, "failure_reasons", None)
-    if failed and reasons:  # e.g. {"out_of_range": 2, "timeout": 1}
+    if (
+        reasons
+    ):  # e.g. {"out_of_range": 2, "timeout": 1}; "no_verdict" replies may be counted, not failed
         result["failure_reasons"] = dict(reasons)
     if not valid:
         result["reason"] = f"the judge scored none of the {len(items)} items (see failed)"
