@@ -32,7 +32,7 @@ import httpx
 
 from afnext.errors import ConfigError, DataError, UsageError
 
-__all__ = ["OpenAICompatibleClient", "Result", "cache_key", "chat_endpoint"]
+__all__ = ["OpenAICompatibleClient", "Result", "cache_key", "chat_endpoint", "embeddings_endpoint"]
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +74,46 @@ def chat_endpoint(base_url: str) -> str:
     """The chat-completions URL for a base URL (``http://host:port/v1``) or the full URL itself."""
     base = base_url.rstrip("/")
     return base if base.endswith("/chat/completions") else f"{base}/chat/completions"
+
+
+def embeddings_endpoint(base_url: str) -> str:
+    """The embeddings URL for a base URL (``http://host:port/v1``), its chat URL, or the full URL itself."""
+    base = base_url.rstrip("/").removesuffix("/chat/completions")
+    return base if base.endswith("/embeddings") else f"{base}/embeddings"
+
+
+def _chat_content(data: Any) -> str:
+    """``choices[0].message.content`` of a chat-completions reply."""
+    try:
+        content = data["choices"][0]["message"]["content"]
+    except (KeyError, IndexError, TypeError):
+        content = None
+    if not isinstance(content, str):
+        raise _Failure(
+            f"the reply has no choices[0].message.content string: {str(data)[:300]}",
+            "malformed_reply",
+            retry=False,
+        )
+    return content
+
+
+def _embedding(data: Any) -> str:
+    """The one vector of an embeddings reply (``data[0].embedding``), as JSON text (what the cache keeps)."""
+    try:
+        vector = data["data"][0]["embedding"]
+    except (KeyError, IndexError, TypeError):
+        vector = None
+    if (
+        not isinstance(vector, list)
+        or not vector
+        or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in vector)
+    ):
+        raise _Failure(
+            f"the reply has no data[0].embedding list of numbers: {str(data)[:300]}",
+            "malformed_reply",
+            retry=False,
+        )
+    return json.dumps(vector)
 
 
 def cache_key(body: Mapping[str, Any]) -> str:
@@ -151,6 +191,7 @@ class OpenAICompatibleClient:
                     "positive, max_retries, backoff and max_backoff non-negative"
                 )
         self.endpoint = chat_endpoint(base_url)
+        self.embeddings = embeddings_endpoint(base_url)
         self.model, self.timeout, self.max_retries = model, float(timeout), int(max_retries)
         self.concurrency, self.backoff, self.max_backoff = int(concurrency), backoff, max_backoff
         self.cache_dir = None if cache_dir is None else Path(cache_dir)
@@ -235,9 +276,35 @@ class OpenAICompatibleClient:
         finally:  # on Ctrl-C, drop the queued requests instead of sending them
             pool.shutdown(wait=False, cancel_futures=True)
 
+    def embed_many(self, texts: Sequence[str], **params: Any) -> list[Result]:
+        """Embed texts through the endpoint's ``/embeddings``, one request per text, concurrently; with the
+        same retries, concurrency limit and cache as chat requests.
+
+        Args:
+            texts: The texts.
+            **params: Parameters sent with each (``dimensions``, ``encoding_format`` is not supported: floats).
+
+        Returns:
+            One :class:`Result` per text, in order; ``text`` holds the vector as JSON (a list of floats).
+        """
+        bodies = [{"model": self.model, **params, "input": str(text)} for text in texts]
+        if len(bodies) <= 1:
+            return [self._run(body, self.embeddings, _embedding) for body in bodies]
+        pool = ThreadPoolExecutor(
+            max_workers=min(self.concurrency, len(bodies)), thread_name_prefix="afnext-client"
+        )
+        try:
+            futures = [pool.submit(self._run, b, self.embeddings, _embedding) for b in bodies]
+            return [future.result() for future in futures]
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
+
     # -- one request ----------------------------------------------------------------------------
 
-    def _run(self, body: dict[str, Any]) -> Result:
+    def _run(
+        self, body: dict[str, Any], endpoint: str | None = None, extract: Any = None
+    ) -> Result:
+        endpoint, extract = endpoint or self.endpoint, extract or _chat_content
         path = None
         if self.cache_dir is not None:
             key = cache_key(body)
@@ -250,7 +317,7 @@ class OpenAICompatibleClient:
             attempts += 1
             try:
                 with self._slots:
-                    text = self._attempt(body)
+                    text = self._attempt(body, endpoint, extract)
             except _Failure as failure:
                 if not failure.retry or attempts > self.max_retries:
                     tail = (
@@ -259,7 +326,7 @@ class OpenAICompatibleClient:
                         if failure.retry
                         else ""
                     )
-                    error = DataError(f"{self.endpoint}: {failure.message}{tail}")
+                    error = DataError(f"{endpoint}: {failure.message}{tail}")
                     return Result(error=error, reason=failure.reason, attempts=attempts)
                 time.sleep(self._delay(attempts, failure.wait))
                 continue
@@ -276,9 +343,9 @@ class OpenAICompatibleClient:
         ceiling = min(self.max_backoff, self.backoff * 2 ** (attempt - 1))
         return ceiling * random.uniform(0.5, 1.0)  # jitter spreads retries of a failed burst
 
-    def _attempt(self, body: dict[str, Any]) -> str:
+    def _attempt(self, body: dict[str, Any], endpoint: str, extract: Any) -> str:
         try:
-            reply = self._http.post(self.endpoint, json=body)
+            reply = self._http.post(endpoint, json=body)
         except httpx.TimeoutException as exc:
             raise _Failure(
                 f"no reply within timeout={self.timeout:g} s ({type(exc).__name__})",
@@ -287,7 +354,8 @@ class OpenAICompatibleClient:
             ) from exc
         except httpx.TransportError as exc:
             raise _Failure(
-                f"cannot reach the chat server ({type(exc).__name__}: {exc}); is it running?",
+                f"cannot reach the {'chat' if endpoint == self.endpoint else 'embeddings'} server "
+                f"({type(exc).__name__}: {exc}); is it running?",
                 "connection",
                 retry=True,
             ) from exc
@@ -311,17 +379,7 @@ class OpenAICompatibleClient:
                 "malformed_reply",
                 retry=False,
             ) from exc
-        try:
-            content = data["choices"][0]["message"]["content"]
-        except (KeyError, IndexError, TypeError):
-            content = None
-        if not isinstance(content, str):
-            raise _Failure(
-                f"the reply has no choices[0].message.content string: {str(data)[:300]}",
-                "malformed_reply",
-                retry=False,
-            )
-        return content
+        return extract(data)
 
     # -- cache ----------------------------------------------------------------------------------
 

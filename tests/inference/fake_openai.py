@@ -1,17 +1,20 @@
-"""A fake OpenAI-compatible chat-completions server on 127.0.0.1 (a random port), for tests.
+"""A fake OpenAI-compatible chat-completions (and embeddings) server on 127.0.0.1 (a random port), for tests.
 
 Switches: ``latency`` (seconds per reply), ``fail_first`` (HTTP 500 for the first N calls),
 ``rate_limit_first`` + ``retry_after`` (HTTP 429 with ``Retry-After``), ``hang_first`` (no reply for
 ``hang`` seconds: past any client timeout), ``malformed_first`` (a 200 whose body is not JSON), and
-``respond(body) -> str | Reply`` for per-request behaviour. It counts calls, records request bodies and
+``respond(body) -> str | Reply`` for per-request behaviour; a body with ``input`` (``POST /v1/embeddings``) is
+answered with ``embed(text)`` per input (default: :func:`bag_of_words`). It counts calls, records request bodies and
 the most requests in flight at once.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -32,6 +35,14 @@ class Reply:
 def echo(body: dict[str, Any]) -> str:
     """The default reply: the last message's content, prefixed with ``echo: ``."""
     return "echo: " + str(body["messages"][-1]["content"])
+
+
+def bag_of_words(text: str, dims: int = 64) -> list[float]:
+    """The default embedding: word counts hashed into ``dims`` buckets (texts sharing words point alike)."""
+    vector = [0.0] * dims
+    for word in re.findall(r"\w+", text.lower()):
+        vector[zlib.crc32(word.encode()) % dims] += 1.0
+    return vector
 
 
 class _Server(ThreadingHTTPServer):
@@ -57,8 +68,9 @@ class FakeOpenAI:
         hang_first: int = 0,
         hang: float = 30.0,
         malformed_first: int = 0,
+        embed: Callable[[str], list[float]] = bag_of_words,
     ) -> None:
-        self.respond, self.latency = respond, latency
+        self.respond, self.latency, self.embed = respond, latency, embed
         self.fail_first, self.rate_limit_first, self.retry_after = (
             fail_first,
             rate_limit_first,
@@ -109,6 +121,13 @@ class FakeOpenAI:
         n -= self.hang_first
         if n <= self.malformed_first:
             return Reply(raw='{"choices": [ not json')
+        if "input" in body and "messages" not in body:  # POST /v1/embeddings
+            texts = [body["input"]] if isinstance(body["input"], str) else body["input"]
+            data = [
+                {"object": "embedding", "index": i, "embedding": self.embed(text)}
+                for i, text in enumerate(texts)
+            ]
+            return Reply(raw=json.dumps({"object": "list", "data": data, "model": body["model"]}))
         reply = self.respond(body)
         return reply if isinstance(reply, Reply) else Reply(content=reply)
 

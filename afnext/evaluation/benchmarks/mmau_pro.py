@@ -40,6 +40,7 @@ from afnext.errors import DataError
 from afnext.evaluation.benchmarks.base import BenchmarkItem
 from afnext.evaluation.benchmarks.multiple_choice import FINAL_RULE, MultipleChoiceBenchmark
 from afnext.evaluation.metrics.breakdown import accuracy_summary
+from afnext.evaluation.metrics.embedding_match import build_matcher
 from afnext.evaluation.metrics.instruction_following import CONSTRAINTS, follows_instruction
 from afnext.evaluation.metrics.judged import (
     Judge,
@@ -47,6 +48,7 @@ from afnext.evaluation.metrics.judged import (
     read_prompt_file,
     scale_prompt,
 )
+from afnext.evaluation.metrics.mcq import final_answer_text
 from afnext.reasoning.metrics import final_answer
 
 __all__ = ["MMAUPro"]
@@ -56,10 +58,19 @@ IF_RULE = (
     "the constraint named by task_identifier / kwargs, checked as NVIDIA NeMo-Skills' MMAU-Pro evaluator does "
     "(afnext.evaluation.metrics.instruction_following); success rate in percent"
 )
+EMBEDDING_RULE = (
+    "the choice nearest the output by {model} embeddings (cosine similarity), right when it is the answer "
+    "(NeMo-Skills' NV-Embed rule)"
+)
+EMBEDDED_NOTE = (
+    "Closed questions matched by {model} embeddings from an OpenAI-compatible server; NeMo-Skills runs "
+    "nvidia/NV-Embed-v2's own encode (empty instruction, max_length 4096): numbers agree with it when the "
+    "server embeds texts as that does."
+)
 EMBEDDING_NOTE = (
     "Closed questions: the official MMAU-Pro scorer matches the output to a choice by NV-Embed-v2 embedding "
-    "similarity; that model is not available here, so they are scored by the MMAU/MMAR token rule instead "
-    "(not directly comparable)."
+    "similarity; without benchmark.embedder (an embeddings server) they are scored by the MMAU/MMAR token rule "
+    "instead (not directly comparable)."
 )
 
 
@@ -77,6 +88,10 @@ class MMAUPro(MultipleChoiceBenchmark):
             prompt config's ``user`` entry, e.g. NeMo-Skills' ``judge/speechlm.yaml``, or a text file). The
             judge's fields are ``question``, ``reference`` and ``prediction``, also named ``expected_answer`` and
             ``generation`` as NeMo-Skills' prompts name them.
+        embedder: Score closed questions by embedding similarity instead of the token rule (``base_url``,
+            ``model``, ``api_key_env``, ``cache_dir``, ...: an OpenAI-compatible ``/embeddings`` server;
+            :class:`~afnext.evaluation.metrics.embedding_match.EmbeddingMatcher`), as the official scorer and
+            NeMo-Skills do with ``nvidia/NV-Embed-v2``. ``None`` (or no ``base_url``): the token rule.
         **kwargs: :class:`~afnext.evaluation.benchmarks.base.BaseBenchmark` settings.
     """
 
@@ -97,9 +112,11 @@ class MMAUPro(MultipleChoiceBenchmark):
         judge_prompt: str | None = None,
         judge_verdict: Mapping[str, Any] | None = None,
         judge_prompt_file: str | None = None,
+        embedder: Mapping[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(root, **kwargs)
+        self.matcher = build_matcher(embedder, where="benchmark.embedder")
         self.judge_scale = (float(judge_scale[0]), float(judge_scale[1]))
         if judge_prompt_file:
             judge_prompt = read_prompt_file(judge_prompt_file)
@@ -148,8 +165,22 @@ class MMAUPro(MultipleChoiceBenchmark):
         follow = [i for i in scored if i.meta["kind"] == FOLLOW]
         unscorable = [i for i in scored if i.meta["kind"] == "unscorable"]
         meta = [i.meta for i in closed]
-        official = [self.official_correct(i, predictions[i.id]) for i in closed]
-        final = [self.final_correct(i, predictions[i.id]) for i in closed]
+        if self.matcher is None:
+            official = [self.official_correct(i, predictions[i.id]) for i in closed]
+            final = [self.final_correct(i, predictions[i.id]) for i in closed]
+            rule, notes = self.official_rule, list(self.notes)
+        else:
+            official = self._embedding_correct(closed, [predictions[i.id] for i in closed])
+            final = self._embedding_correct(
+                closed, [final_answer_text(predictions[i.id], i.choices) for i in closed]
+            )
+            rule = EMBEDDING_RULE.format(model=self.matcher.model)
+            notes = [EMBEDDED_NOTE.format(model=self.matcher.model)]
+            if self.matcher.failures:
+                notes.append(
+                    f"embeddings that could not be had, by reason: {dict(self.matcher.failures)}; their "
+                    "questions are not counted (not_counted)"
+                )
         judged = judged_scores(
             judge,
             [self._judged_item(i, final_answer(predictions[i.id])) for i in opened],
@@ -167,11 +198,11 @@ class MMAUPro(MultipleChoiceBenchmark):
             "items": len(items),
             "scored": len(scored),
             "skipped": len(items) - len(scored),
-            "official": {
-                "rule": self.official_rule,
-                **accuracy_summary(official, meta, self.fields),
+            "official": {"rule": rule, **accuracy_summary(official, meta, self.fields)},
+            "final_answer": {
+                "rule": FINAL_RULE if self.matcher is None else f"{rule}, on the final answer",
+                **accuracy_summary(final, meta, self.fields),
             },
-            "final_answer": {"rule": FINAL_RULE, **accuracy_summary(final, meta, self.fields)},
             "open": {k: v for k, v in judged.items() if k != "per_item"},
             "instruction_following": {
                 "rule": IF_RULE,
@@ -180,7 +211,7 @@ class MMAUPro(MultipleChoiceBenchmark):
                 "final_answer": following["final_answer"],
             },
             "unscorable": len(unscorable),
-            "notes": list(self.notes),
+            "notes": notes,
         }
         result["overall"] = {
             view: self._overall(
@@ -189,6 +220,29 @@ class MMAUPro(MultipleChoiceBenchmark):
             for view in ("official", "final_answer")
         }
         return result
+
+    def _embedding_correct(
+        self, items: Sequence[BenchmarkItem], outputs: Sequence[str]
+    ) -> list[bool | None]:
+        """Closed questions by embedding similarity: the choice nearest the (stripped) output is right when it
+        equals the answer, stripped and lower-cased; an empty output is wrong; ``None`` where an embedding
+        could not be had."""
+        assert self.matcher is not None
+        texts = [o.strip() for o in outputs]
+        asked = [(t, i.choices) for t, i in zip(texts, items) if t]
+        picks = iter(self.matcher.match(asked))
+        out: list[bool | None] = []
+        for text, item in zip(texts, items):
+            if not text:
+                out.append(False)
+                continue
+            pick = next(picks)
+            out.append(
+                None
+                if pick is None
+                else item.choices[pick].strip().lower() == str(item.reference).strip().lower()
+            )
+        return out
 
     @staticmethod
     def _judged_item(item: BenchmarkItem, answer: str) -> dict[str, str]:
