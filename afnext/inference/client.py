@@ -1,7 +1,9 @@
 """One client for OpenAI-compatible chat-completions endpoints (vLLM, SGLang, llama.cpp, TGI, hosted APIs).
 
 The LLM judge (:mod:`afnext.evaluation.judge`) and the TACoT LLM teacher
-(:mod:`afnext.reasoning.generators.chat`) share it. What it adds over a bare POST:
+(:mod:`afnext.reasoning.generators.chat`) share it, and the embedding matcher
+(:mod:`afnext.evaluation.metrics.embedding_match`) uses its ``/embeddings`` side
+(:meth:`OpenAICompatibleClient.embed_many`). What it adds over a bare POST:
 
 * retries with exponential backoff and jitter on connection errors, timeouts, HTTP 429 and 5xx
   (``Retry-After`` is honoured); other 4xx fail at once with the status and the start of the body;
