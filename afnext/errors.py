@@ -11,7 +11,9 @@ The root :class:`AfnextError` and the kernels' errors (:class:`KernelError` and 
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
+from typing import Any
 
 from afnext_kernels.errors import (
     AfnextError,
@@ -64,6 +66,10 @@ class AudioError(AfnextError, ValueError):
         text = f"{message} {fix}" if fix else message
         super().__init__(f"{self.source}: {text}" if self.source else text)
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickle with its parts (a data-loader worker's error reaches the main process whole)."""
+        return (type(self), (self.problem, self.source, self.fix), self.__dict__)
+
 
 class AudioTooLongError(AudioError):
     """Audio longer than the limit in force.
@@ -79,8 +85,8 @@ class AudioTooLongError(AudioError):
         source: str | Path | None = None,
         fix: str | None = None,
         *,
-        seconds: float,
-        max_seconds: float,
+        seconds: float = math.nan,
+        max_seconds: float = math.nan,
     ) -> None:
         super().__init__(message, source, fix)
         self.seconds, self.max_seconds = seconds, max_seconds

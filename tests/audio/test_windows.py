@@ -106,3 +106,26 @@ def test_bad_waveforms():
         split_windows(torch.zeros(2, 100))
     with pytest.raises(AudioError, match="empty"):
         split_windows(torch.zeros(0))
+
+
+def test_audio_errors_pickle_with_their_parts():
+    """A data-loader worker's audio error reaches the main process whole (type, source, fix, lengths)."""
+    import pickle
+
+    too_long = pickle.loads(
+        pickle.dumps(AudioTooLongError("long", "a.wav", "trim", seconds=2.0, max_seconds=1.0))
+    )
+    assert type(too_long) is AudioTooLongError and str(too_long) == "a.wav: long trim"
+    assert (too_long.source, too_long.fix, too_long.seconds, too_long.max_seconds) == (
+        "a.wav",
+        "trim",
+        2.0,
+        1.0,
+    )
+    plain = pickle.loads(pickle.dumps(AudioError("empty", "b.wav")))
+    assert (plain.problem, plain.source, plain.fix, str(plain)) == (
+        "empty",
+        "b.wav",
+        None,
+        "b.wav: empty",
+    )

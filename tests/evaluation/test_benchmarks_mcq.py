@@ -4,6 +4,7 @@ own released formats, resolve audio paths, list missing or unreadable audio, and
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -449,8 +450,28 @@ def test_mmsu_reads_the_hugging_face_release_with_its_audio_embedded(tmp_path):
         tmp_path / "empty" / "x.parquet", [_mmsu_row("e", {"bytes": None, "path": None})]
     )
     with pytest.raises(
-        DataError, match=r"x\.parquet row 1: embedded audio with neither bytes nor a path"
+        DataError,
+        match=r"x\.parquet row 1, column 'audio': embedded audio with neither bytes nor a path",
     ):
         MMSU(root=tmp_path / "empty", audio_cache=cache).read()
+    # a row whose audio struct is null: an error naming the row, not a question without its clip
+    _write_parquet(tmp_path / "null" / "x.parquet", [_mmsu_row("n", None)])
+    with pytest.raises(DataError, match=r"x\.parquet item 1: its audio is None"):
+        MMSU(root=tmp_path / "null", audio_cache=cache).read()
+    # a cache folder that cannot be written: said so, not "unreadable parquet"
+    (tmp_path / "blocker").write_text("a file where the cache folder would go")
+    with pytest.raises(
+        DataError, match=r"row 1, column 'audio': cannot write its audio to .*audio_cache"
+    ):
+        MMSU(root=root, audio_cache=tmp_path / "blocker" / "cache").read()
     with pytest.raises(DataError, match=r"\*\*/\*\.parquet: no file matches"):
         MMSU(root=tmp_path / "src", audio_cache=cache).read()
+
+
+def test_embedded_audio_lists_keep_their_nulls(tmp_path):
+    from afnext.evaluation.benchmarks.base import write_embedded_audio
+
+    clip = write_audio(tmp_path / "a.wav").read_bytes()
+    out = write_embedded_audio([{"bytes": clip, "path": "a.wav"}, None], tmp_path / "cache")
+    assert out[1] is None and Path(out[0]).read_bytes() == clip
+    assert write_embedded_audio(["x.wav", None], tmp_path / "cache") == ["x.wav", None]

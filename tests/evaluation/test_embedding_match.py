@@ -119,3 +119,27 @@ def test_mmau_pro_closed_questions_by_embeddings(tmp_path: Path, capsys) -> None
 
     plain = score_file(MMAUPro(), path)  # no embedder: the token rule, and the note saying so
     assert plain["official"]["correct"] < 3 and any("token rule" in n for n in plain["notes"])
+
+
+def test_unembedded_questions_are_left_out_of_accuracy_and_overall_alike() -> None:
+    """A closed question whose output cannot be embedded is not counted, in its accuracy and in `overall`
+    alike; the note counts this call's failures only (scoring twice reports the same)."""
+    choices = ["a dog", "a cat"]
+    records = [
+        {"id": f"c{k}", "audio_path": [f"{k}.wav"], "question": "Which?", "choices": choices,
+         "answer": "a dog", "category": "sound", "model_output": out}
+        for k, out in enumerate(["a dog", "a dog barks", "a dog indeed", "silence"])
+    ]  # fmt: skip
+    zero = {"silence"}
+    with FakeOpenAI(embed=lambda t: [0.0] * 4 if t in zero else [1.0, 0.0, 0.0, 0.0]) as server:
+        pro = MMAUPro(embedder={"base_url": server.url, "model": "m", "max_retries": 0})
+        items = pro.items(records)
+        outputs = {r["id"]: r["model_output"] for r in records}
+        first, second = pro.score(items, outputs), pro.score(items, outputs)
+    for result in (first, second):
+        assert (result["official"]["correct"], result["official"]["total"]) == (3, 3)
+        assert result["official"]["not_counted"] == 1
+        assert result["overall"]["official"] == {"score": 100.0, "parts": ["closed"]}
+        assert any(
+            "{'zero_vector': 1}" in n and "1 on the raw output" in n for n in result["notes"]
+        )

@@ -4,6 +4,7 @@ say, with its quirks (counting rules, defaults for missing arguments, unknown co
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -74,9 +75,23 @@ def test_quirks_kept_from_the_reference_rules():
 
 
 def test_kwargs_as_parquet_structs_and_json_text():
-    # a parquet struct column holds every key, null where the question does not use it
-    record = {"task_identifier": "Number Words (range)", "kwargs": {"N": None, "N1": 2, "N2": None}}
-    assert follows_instruction("one two", record)  # N2 null: the default 999
+    # a parquet struct column holds every key, null where the question does not use it; the nulls a check does
+    # not read change nothing
+    record = {"task_identifier": "Number Words (range)", "kwargs": {"N": None, "N1": 2, "N2": 3}}
+    assert follows_instruction("one two", record)
+    # a null the check reads stays null, as the reference reads it: `==` with it is false ...
+    assert not follows_instruction(
+        "* a", {"task_identifier": "Number Bullets", "kwargs": {"N": None}}
+    )
+    # ... and any other use is an error naming the constraint (where the reference stops)
+    for name, kwargs in [
+        ("Number Words (range)", {"N1": 1, "N2": None}),
+        ("Include Keywords", {"keywords": None}),
+        ("Start Checker", {"start_phrase": None}),
+        ("Number Words (at least)", {"N": "3"}),  # a number written as text
+    ]:
+        with pytest.raises(DataError, match=rf"constraint '{re.escape(name)}' cannot be checked"):
+            follows_instruction("one two", {"task_identifier": name, "kwargs": kwargs})
     as_text = {"task_identifier": "Number Words (at least)", "kwargs": json.dumps({"N": 2})}
     assert follows_instruction("one two", as_text) and not follows_instruction("one", as_text)
     assert follows_instruction("A", {"task_identifier": "All Uppercase", "kwargs": None})

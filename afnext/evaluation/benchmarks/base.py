@@ -231,14 +231,29 @@ def _read_parquet(path: Path, audio_dir: str | Path | None) -> list[dict[str, An
         for batch in pq.ParquetFile(path).iter_batches(batch_size=64):
             for row in batch.to_pylist():
                 if audio_dir is not None:
-                    try:
-                        row = {key: write_embedded_audio(v, audio_dir) for key, v in row.items()}
-                    except DataError as exc:
-                        raise DataError(f"{path} row {len(records) + 1}: {exc}") from exc
+                    row = {
+                        key: _written(
+                            value, audio_dir, f"{path} row {len(records) + 1}, column {key!r}"
+                        )
+                        for key, value in row.items()
+                    }
                 records.append(row)
     except (pyarrow.ArrowException, OSError) as exc:
         raise DataError(f"{path}: not a readable parquet file ({exc})") from exc
     return records
+
+
+def _written(value: Any, audio_dir: str | Path, where: str) -> Any:
+    """:func:`write_embedded_audio` with errors that name the file, row and column."""
+    try:
+        return write_embedded_audio(value, audio_dir)
+    except DataError as exc:
+        raise DataError(f"{where}: {exc}") from exc
+    except OSError as exc:
+        raise DataError(
+            f"{where}: cannot write its audio to {audio_dir} ({exc}); set benchmark.audio_cache to a writable "
+            "folder with room for the clips"
+        ) from exc
 
 
 def _is_embedded_audio(value: Any) -> bool:
@@ -251,8 +266,8 @@ def write_embedded_audio(value: Any, audio_dir: str | Path) -> Any:
     Hugging Face ``datasets`` stores an ``Audio`` column as ``{"bytes": <the encoded file>, "path": <its name>}``
     (MMSU's release is such a dataset). The bytes go to ``audio_dir/<sha256 of the bytes><suffix of path>`` (written
     once, atomically: the same clip read again reuses the file) and the value becomes that file's path. With no
-    bytes, the value becomes ``path`` as released (resolved against the benchmark's root later). A list of such
-    values is mapped item by item.
+    bytes, the value becomes ``path`` as released (resolved against the benchmark's root later). A list holding
+    such values is mapped item by item.
 
     Args:
         value: A field's value as read.
@@ -261,8 +276,8 @@ def write_embedded_audio(value: Any, audio_dir: str | Path) -> Any:
     Raises:
         DataError: Embedded audio with neither bytes nor a path.
     """
-    if isinstance(value, list) and value and all(_is_embedded_audio(v) for v in value):
-        return [write_embedded_audio(v, audio_dir) for v in value]
+    if isinstance(value, list) and any(_is_embedded_audio(v) for v in value):
+        return [write_embedded_audio(v, audio_dir) for v in value]  # nulls in the list stay null
     if not _is_embedded_audio(value):
         return value
     data, name = value["bytes"], value["path"]

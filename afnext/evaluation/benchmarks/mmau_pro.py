@@ -27,11 +27,13 @@ How each kind is scored here, against the official script:
   the final answer; success rate in percent, with the count per constraint.
 
 ``overall`` is the official weighting (closed accuracy, open mean / 5, instruction success, each weighted by
-its item count) over the kinds that were scored, which it names.
+its item count) over the kinds that were scored, which it names; questions left unscored (a failed embedding or
+judgment) weigh nothing, as in their own kind's number.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -170,16 +172,20 @@ class MMAUPro(MultipleChoiceBenchmark):
             final = [self.final_correct(i, predictions[i.id]) for i in closed]
             rule, notes = self.official_rule, list(self.notes)
         else:
-            official = self._embedding_correct(closed, [predictions[i.id] for i in closed])
-            final = self._embedding_correct(
-                closed, [final_answer_text(predictions[i.id], i.choices) for i in closed]
+            before = Counter(self.matcher.failures)
+            official, final = self._embedding_correct(
+                closed,
+                [predictions[i.id] for i in closed],
+                [final_answer_text(predictions[i.id], i.choices) for i in closed],
             )
             rule = EMBEDDING_RULE.format(model=self.matcher.model)
             notes = [EMBEDDED_NOTE.format(model=self.matcher.model)]
-            if self.matcher.failures:
+            failed = self.matcher.failures - before  # this call's, not earlier calls'
+            if failed:
                 notes.append(
-                    f"embeddings that could not be had, by reason: {dict(self.matcher.failures)}; their "
-                    "questions are not counted (not_counted)"
+                    f"texts whose embedding could not be had, by reason: {dict(failed)}; their questions are "
+                    f"not counted ({official.count(None)} on the raw output, {final.count(None)} on the "
+                    "final answer: not_counted)"
                 )
         judged = judged_scores(
             judge,
@@ -215,33 +221,36 @@ class MMAUPro(MultipleChoiceBenchmark):
         }
         result["overall"] = {
             view: self._overall(
-                result[view]["correct"], len(closed), judged, len(opened), following[view]
+                result[view]["correct"], result[view]["total"], judged, following[view]
             )
             for view in ("official", "final_answer")
         }
         return result
 
     def _embedding_correct(
-        self, items: Sequence[BenchmarkItem], outputs: Sequence[str]
-    ) -> list[bool | None]:
-        """Closed questions by embedding similarity: the choice nearest the (stripped) output is right when it
-        equals the answer, stripped and lower-cased; an empty output is wrong; ``None`` where an embedding
-        could not be had."""
+        self, items: Sequence[BenchmarkItem], *views: Sequence[str]
+    ) -> list[list[bool | None]]:
+        """Closed questions by embedding similarity, for each view of the outputs (raw, final answer; embedded
+        in one pass, each distinct text once): the choice nearest the (stripped) output is right when it equals
+        the answer, stripped and lower-cased; an empty output is wrong; ``None`` where an embedding could not
+        be had."""
         assert self.matcher is not None
-        texts = [o.strip() for o in outputs]
-        asked = [(t, i.choices) for t, i in zip(texts, items) if t]
+        texts = [[o.strip() for o in outputs] for outputs in views]
+        asked = [(t, i.choices) for view in texts for t, i in zip(view, items) if t]
         picks = iter(self.matcher.match(asked))
-        out: list[bool | None] = []
-        for text, item in zip(texts, items):
-            if not text:
-                out.append(False)
-                continue
-            pick = next(picks)
-            out.append(
-                None
-                if pick is None
-                else item.choices[pick].strip().lower() == str(item.reference).strip().lower()
-            )
+        out: list[list[bool | None]] = []
+        for view in texts:
+            marks: list[bool | None] = []
+            for text, item in zip(view, items):
+                pick = next(picks) if text else None
+                if not text:
+                    marks.append(False)
+                elif pick is None:
+                    marks.append(None)
+                else:
+                    answer = str(item.reference).strip().lower()
+                    marks.append(item.choices[pick].strip().lower() == answer)
+            out.append(marks)
         return out
 
     @staticmethod
@@ -289,14 +298,14 @@ class MMAUPro(MultipleChoiceBenchmark):
         closed_correct: int,
         closed: int,
         judged: Mapping[str, Any],
-        opened: int,
         following: Mapping[str, Any],
     ) -> dict[str, Any]:
-        """The three kinds' scores weighted by their item counts (what was scored; ``parts`` names it)."""
+        """The three kinds' scores weighted by the items each scored (closed questions counted, open answers
+        judged, instruction items checked; ``parts`` names the kinds with any)."""
         points, weight, parts = float(closed_correct), closed, ["closed"] if closed else []
-        if opened and judged.get("score") is not None:
-            points += judged["score"] / 100.0 * opened
-            weight += opened
+        if judged.get("score") is not None and judged.get("judged"):
+            points += judged["score"] / 100.0 * judged["judged"]
+            weight += judged["judged"]
             parts.append("open")
         if following["total"]:
             points += following["correct"]

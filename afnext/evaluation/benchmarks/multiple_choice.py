@@ -71,6 +71,10 @@ class MultipleChoiceBenchmark(BaseBenchmark):
         answer = record[self.answer_field]
         audio = self.audio_of(record)
         paths = [audio] if isinstance(audio, str) else list(audio or [])
+        if not paths or not all(isinstance(p, str) and p for p in paths):
+            raise DataError(
+                f"{where}: its audio is {audio!r}; every question needs a path (or a list of paths) to its clip"
+            )
         return BenchmarkItem(
             id=str(record["id"]),
             audio=[self.resolve(p, root) for p in paths],

@@ -13,7 +13,10 @@ decision for decision, quirks included, so the success rate is comparable with t
 * keyword lists are one string split at ``", "``; keyword checks compare lower-cased text (``Keyword
   Frequency`` counts whole-word matches);
 * a missing argument takes the evaluator's default (``N``: 0, ``N1``: 0, ``N2``: 999, strings: empty), and an
-  unknown constraint fails.
+  unknown constraint fails;
+* a null argument stays null, as the evaluator reads it from the release's struct column: an ``==`` check with it
+  is false; any other use of it (a comparison, a keyword) is a :class:`~afnext.errors.DataError` naming the
+  constraint and its arguments, where the evaluator stops with a Python error.
 """
 
 from __future__ import annotations
@@ -66,14 +69,12 @@ def _between(value: int, args: Mapping[str, Any]) -> bool:
 def _listed(args: Mapping[str, Any], key: str) -> list[str]:
     """A keyword-list argument: one string split at ``", "`` (as released), or a list as it is."""
     value = _arg(args, key, "")
-    return [str(v) for v in value] if isinstance(value, list) else str(value).split(", ")
+    return [str(v) for v in value] if isinstance(value, list) else value.split(", ")
 
 
 def _arg(args: Mapping[str, Any], key: str, default: Any) -> Any:
-    """``args[key]``, or ``default`` when it is absent or null (a parquet struct holds every key of the
-    column, null where a question does not use it)."""
-    value = args.get(key)
-    return default if value is None else value
+    """``args[key]`` (null stays null, as in the reference), or ``default`` when the key is absent."""
+    return args.get(key, default)
 
 
 Check = Callable[[str, Mapping[str, Any], Mapping[str, Any]], bool]
@@ -81,7 +82,7 @@ Check = Callable[[str, Mapping[str, Any], Mapping[str, Any]], bool]
 CONSTRAINTS: dict[str, Check] = {
     "Include Keywords": lambda r, a, _: all(k.lower() in r.lower() for k in _listed(a, "keywords")),
     "Keyword Frequency": lambda r, a, _: (
-        len(re.findall(r"\b" + re.escape(str(_arg(a, "keyword", "")).lower()) + r"\b", r.lower()))
+        len(re.findall(r"\b" + re.escape(_arg(a, "keyword", "").lower()) + r"\b", r.lower()))
         == _arg(a, "N", 0)
     ),
     "Forbidden Words": lambda r, a, _: (
@@ -94,7 +95,7 @@ CONSTRAINTS: dict[str, Check] = {
     "Number Sentences (at least)": lambda r, a, _: _sentences(r) >= _arg(a, "N", 0),
     "Number Sentences (at most)": lambda r, a, _: _sentences(r) <= _arg(a, "N", 0),
     "Number Sentences (range)": lambda r, a, _: _between(_sentences(r), a),
-    "Postscript": lambda r, a, _: _letters(str(_arg(a, "postscript_marker", ""))) in _letters(r),
+    "Postscript": lambda r, a, _: _letters(_arg(a, "postscript_marker", "")) in _letters(r),
     "Number Placeholder": lambda r, a, _: len(re.findall(r"\[[^\]]+\]", r)) >= _arg(a, "N", 0),
     "Number Bullets": lambda r, a, _: len(re.findall(r"(?:^|\n)\s*\*\s+", r)) == _arg(a, "N", 0),
     "Title": lambda r, a, _: re.search(r"<<[^>]+>>", r) is not None,
@@ -102,10 +103,10 @@ CONSTRAINTS: dict[str, Check] = {
         len(re.findall(r"\*([^*]+)\*", r)) >= _arg(a, "N", 0)
     ),
     "Multiple Sections": lambda r, a, _: _sections(
-        r, _arg(a, "N", 0), str(_arg(a, "section_splitter", ""))
+        r, _arg(a, "N", 0), _arg(a, "section_splitter", "")
     ),
     "Repeat Prompt": lambda r, a, record: (
-        r.strip().lower().startswith(str(record.get("prompt_transcription") or "").strip().lower())
+        r.strip().lower().startswith(record.get("prompt_transcription", "").strip().lower())
     ),
     "Two Responses": lambda r, a, _: _two_responses(r),
     "All Uppercase": lambda r, a, _: r.isupper(),
@@ -114,10 +115,10 @@ CONSTRAINTS: dict[str, Check] = {
     "All-capital Words (at most)": lambda r, a, _: _capital_words(r) <= _arg(a, "N", 0),
     "All-capital Words (range)": lambda r, a, _: _between(_capital_words(r), a),
     "Start Checker": lambda r, a, _: _letters(r, True).startswith(
-        _letters(str(_arg(a, "start_phrase", "")), True)
+        _letters(_arg(a, "start_phrase", ""), True)
     ),
     "End Checker": lambda r, a, _: _letters(r, True).endswith(
-        _letters(str(_arg(a, "end_phrase", "")), True)
+        _letters(_arg(a, "end_phrase", ""), True)
     ),
     "Quotation": lambda r, a, _: r.strip().startswith('"') and r.strip().endswith('"'),
     "No Commas": lambda r, a, _: "," not in r,
@@ -138,7 +139,8 @@ def follows_instruction(response: str, record: Mapping[str, Any]) -> bool:
         count those apart).
 
     Raises:
-        DataError: ``kwargs`` is neither a mapping, null, nor JSON text of one.
+        DataError: ``kwargs`` is neither a mapping, null, nor JSON text of one, or an argument the constraint
+            uses is null or of the wrong type (where the reference evaluator fails).
     """
     text = response.strip()
     if not text:
@@ -153,5 +155,14 @@ def follows_instruction(response: str, record: Mapping[str, Any]) -> bool:
         args = {}
     if not isinstance(args, Mapping):
         raise DataError(f"kwargs must be a mapping, got {type(args).__name__}")
-    check = CONSTRAINTS.get(str(record.get("task_identifier") or ""))
-    return bool(check(text, args, record)) if check else False
+    name = str(record.get("task_identifier") or "")
+    check = CONSTRAINTS.get(name)
+    if check is None:
+        return False
+    try:
+        return bool(check(text, args, record))
+    except (TypeError, AttributeError, ValueError, re.error) as exc:  # a null or mistyped argument
+        raise DataError(
+            f"constraint {name!r} cannot be checked with kwargs {dict(args)!r} ({type(exc).__name__}: {exc}); "
+            "the reference evaluator stops on this record too: fix its kwargs"
+        ) from exc
