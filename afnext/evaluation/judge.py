@@ -24,7 +24,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 
 from afnext.errors import ConfigError
-from afnext.evaluation.metrics.judged import scale_prompt
+from afnext.evaluation.metrics.judged import Verdict, scale_prompt, verdict_rule
 
 __all__ = ["DEFAULT_JUDGE_PROMPT", "DEFAULT_SCORE_PATTERN", "LLMJudge", "build_judge"]
 
@@ -137,7 +137,7 @@ class LLMJudge:
         )
         self.failures = 0
         self.failure_reasons: Counter[str] = Counter()
-        self.verdict: tuple[str, list[tuple[str, float]], float | None] | None = None
+        self.verdict: Verdict | None = None
 
     def for_benchmark(
         self,
@@ -172,7 +172,7 @@ class LLMJudge:
                 )
             judge.min_score, judge.max_score = float(scale[0]), float(scale[1])
         if verdict is not None:
-            judge.verdict = _verdict_rule(verdict)
+            judge.verdict = verdict_rule(verdict)
         judge.failures, judge.failure_reasons = 0, Counter()
         return judge
 
@@ -247,30 +247,6 @@ class LLMJudge:
                 self.failure_reasons[reason] += 1
             scores.append(value)
         return scores
-
-
-def _verdict_rule(rule: Mapping[str, object]) -> tuple[str, list[tuple[str, float]], float | None]:
-    """``(marker, [(word, score), ...], otherwise)`` from a benchmark's ``judge_verdict`` mapping."""
-    unknown = sorted(set(rule) - {"marker", "values", "otherwise"})
-    marker, values = rule.get("marker"), rule.get("values")
-    if (
-        unknown
-        or not isinstance(marker, str)
-        or not marker
-        or not isinstance(values, Mapping)
-        or not values
-    ):
-        raise ConfigError(
-            f"judge_verdict={dict(rule)!r}: give marker (text before the verdict, e.g. 'Judgement:'), values "
-            "(verdict word -> score, e.g. {yes: 1, no: 0}) and optionally otherwise (score of a reply "
-            "without a verdict; null leaves it out)"
-        )
-    otherwise = rule.get("otherwise")
-    try:
-        words = [(str(word).lower(), float(score)) for word, score in values.items()]  # type: ignore[arg-type]
-        return marker, words, None if otherwise is None else float(otherwise)  # type: ignore[arg-type]
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"judge_verdict: scores must be numbers ({exc})") from exc
 
 
 def build_judge(

@@ -79,7 +79,8 @@ def write_official_file(
     """The benchmark's own file with each answer in the field its official script reads (MMAU
     ``model_output``, MMAR ``answer_prediction``, ...), for adapters that name one; items without an answer
     keep no such field (the official scripts skip them). A ``.json`` release is written as a JSON list, any other
-    as JSON lines (``<name>.jsonl`` for a release read from several files). ``afnext eval score predictions=<this file>`` and the official script both read it.
+    as JSON lines (``<name>.jsonl`` for a release read from several files). ``afnext eval score
+    predictions=<this file>`` and the official script both read it.
 
     Returns:
         The file, or ``None`` when the adapter names no prediction field.

@@ -312,3 +312,20 @@ def test_mmau_pro_nemo_skills_config_scores_open_answers_by_verdict(
         capsys.readouterr()
         sent = [b["messages"][0]["content"] for b in server.bodies()]
     assert "Q: Describe clip 0.\nRef: Rain.\nModel: Rain falling.\nJudgement?" in sent
+
+
+def test_judge_settings_are_checked_when_the_benchmark_is_built(tmp_path: Path) -> None:
+    """A bad verdict rule, scale or prompt file fails when the config is instantiated, before any answer is
+    generated; LongAudioBench takes the same settings as MMAU-Pro."""
+    from afnext.evaluation.benchmarks import LongAudioBench, MMAUPro
+
+    with pytest.raises(ConfigError, match="judge_verdict"):
+        MMAUPro(judge_verdict={"values": {"yes": 1}})
+    with pytest.raises(ConfigError, match="judge_scale"):
+        LongAudioBench(judge_scale=(10, 1))
+    with pytest.raises(ConfigError, match="no such file"):
+        LongAudioBench(judge_prompt_file=str(tmp_path / "missing.yaml"))
+    (tmp_path / "p.txt").write_text("Q {question} R {reference} P {prediction}")
+    lab = LongAudioBench(judge_prompt_file=str(tmp_path / "p.txt"), judge_scale=(0, 1),
+                         judge_verdict={"marker": "Verdict:", "values": {"yes": 1, "no": 0}})  # fmt: skip
+    assert lab.judge_prompt.startswith("Q {question}") and lab.judge_verdict["marker"] == "Verdict:"

@@ -44,12 +44,7 @@ from afnext.evaluation.benchmarks.multiple_choice import FINAL_RULE, MultipleCho
 from afnext.evaluation.metrics.breakdown import accuracy_summary
 from afnext.evaluation.metrics.embedding_match import build_matcher
 from afnext.evaluation.metrics.instruction_following import CONSTRAINTS, follows_instruction
-from afnext.evaluation.metrics.judged import (
-    Judge,
-    judged_scores,
-    read_prompt_file,
-    scale_prompt,
-)
+from afnext.evaluation.metrics.judged import Judge, judge_settings, judged_scores
 from afnext.evaluation.metrics.mcq import final_answer_text
 from afnext.reasoning.metrics import final_answer
 
@@ -119,11 +114,9 @@ class MMAUPro(MultipleChoiceBenchmark):
     ) -> None:
         super().__init__(root, **kwargs)
         self.matcher = build_matcher(embedder, where="benchmark.embedder")
-        self.judge_scale = (float(judge_scale[0]), float(judge_scale[1]))
-        if judge_prompt_file:
-            judge_prompt = read_prompt_file(judge_prompt_file)
-        self.judge_prompt = judge_prompt or scale_prompt(*self.judge_scale)
-        self.judge_verdict = dict(judge_verdict) if judge_verdict else None
+        self.judge_scale, self.judge_prompt, self.judge_verdict = judge_settings(
+            judge_scale, judge_prompt, judge_verdict, judge_prompt_file
+        )
 
     @staticmethod
     def kind(record: Mapping[str, Any]) -> str:

@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 from afnext.errors import DataError
 from afnext.evaluation.benchmarks.base import SOUND, BaseBenchmark, BenchmarkItem
 from afnext.evaluation.metrics.breakdown import group_values
-from afnext.evaluation.metrics.judged import Judge, judged_scores, scale_prompt
+from afnext.evaluation.metrics.judged import Judge, judge_settings, judged_scores
 
 __all__ = ["LongAudioBench"]
 
@@ -33,6 +33,10 @@ class LongAudioBench(BaseBenchmark):
         judge_scale: The judge's (lowest, highest) score.
         judge_prompt: The judge's prompt template (``{question}``, ``{reference}``, ``{prediction}``; ``None``:
             the generic one for ``judge_scale``).
+        judge_verdict: A judge that answers with a word, not a number (``marker``, ``values``, ``otherwise``;
+            :func:`~afnext.evaluation.metrics.judged.verdict_rule`).
+        judge_prompt_file: Read the judge's prompt from this file instead
+            (:func:`~afnext.evaluation.metrics.judged.read_prompt_file`).
         breakdown: Record fields to average the judged score by (e.g. ``[category]`` when the file has it).
         **kwargs: :class:`~afnext.evaluation.benchmarks.base.BaseBenchmark` settings.
     """
@@ -48,12 +52,15 @@ class LongAudioBench(BaseBenchmark):
         *,
         judge_scale: Sequence[float] = (1, 10),
         judge_prompt: str | None = None,
+        judge_verdict: Mapping[str, Any] | None = None,
+        judge_prompt_file: str | None = None,
         breakdown: Sequence[str] = (),
         **kwargs: Any,
     ) -> None:
         super().__init__(root, **kwargs)
-        self.judge_scale = (float(judge_scale[0]), float(judge_scale[1]))
-        self.judge_prompt = judge_prompt or scale_prompt(*self.judge_scale)
+        self.judge_scale, self.judge_prompt, self.judge_verdict = judge_settings(
+            judge_scale, judge_prompt, judge_verdict, judge_prompt_file
+        )
         self.breakdown = list(breakdown)
 
     def item(
@@ -96,6 +103,7 @@ class LongAudioBench(BaseBenchmark):
             ],
             scale=self.judge_scale,
             prompt=self.judge_prompt,
+            verdict=self.judge_verdict,
         )
         per_item = judged.pop("per_item", None)
         breakdown: dict[str, dict[str, Any]] = {}

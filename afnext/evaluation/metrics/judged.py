@@ -18,7 +18,18 @@ from typing import Any, Protocol, runtime_checkable
 
 from afnext.errors import ConfigError, DataError, UsageError
 
-__all__ = ["Judge", "judged_scores", "read_prompt_file", "scale_prompt"]
+__all__ = [
+    "Judge",
+    "Verdict",
+    "judge_settings",
+    "judged_scores",
+    "read_prompt_file",
+    "scale_prompt",
+    "verdict_rule",
+]
+
+Verdict = tuple[str, list[tuple[str, float]], "float | None"]
+"""A parsed verdict rule: ``(marker, [(word, score), ...], otherwise)``."""
 
 
 def scale_prompt(low: float, high: float) -> str:
@@ -57,6 +68,62 @@ def read_prompt_file(path: str | Path) -> str:
             f"judge_prompt_file={path}: a YAML prompt file needs a `user` string (the prompt template)"
         )
     return data["user"]
+
+
+def verdict_rule(rule: Mapping[str, Any]) -> Verdict:
+    """``(marker, [(word, score), ...], otherwise)`` from a benchmark's ``judge_verdict`` mapping.
+
+    Raises:
+        ConfigError: A key is unknown, ``marker`` or ``values`` is missing, or a score is not a number.
+    """
+    unknown = sorted(set(rule) - {"marker", "values", "otherwise"})
+    marker, values = rule.get("marker"), rule.get("values")
+    if (
+        unknown
+        or not isinstance(marker, str)
+        or not marker
+        or not isinstance(values, Mapping)
+        or not values
+    ):
+        raise ConfigError(
+            f"judge_verdict={dict(rule)!r}: give marker (text before the verdict, e.g. 'Judgement:'), values "
+            "(verdict word -> score, e.g. {yes: 1, no: 0}) and optionally otherwise (score of a reply "
+            "without a verdict; null leaves it out)"
+        )
+    otherwise = rule.get("otherwise")
+    try:
+        words = [(str(word).lower(), float(score)) for word, score in values.items()]
+        return marker, words, None if otherwise is None else float(otherwise)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"judge_verdict: scores must be numbers ({exc})") from exc
+
+
+def judge_settings(
+    scale: Sequence[float],
+    prompt: str | None = None,
+    verdict: Mapping[str, Any] | None = None,
+    prompt_file: str | Path | None = None,
+) -> tuple[tuple[float, float], str, dict[str, Any] | None]:
+    """A judged benchmark's ``(judge_scale, judge_prompt, judge_verdict)`` from its config, checked when the
+    benchmark is built (not after its answers are generated).
+
+    Args:
+        scale: The judge's (lowest, highest) score.
+        prompt: The prompt template; ``None``: :func:`scale_prompt` for ``scale``.
+        verdict: A verdict rule (:func:`verdict_rule`), or ``None``.
+        prompt_file: Read the prompt from this file instead (:func:`read_prompt_file`).
+
+    Raises:
+        ConfigError: The scale is not (low, high), the prompt file cannot be read, or the verdict rule is bad.
+    """
+    if len(scale) != 2 or not float(scale[0]) <= float(scale[1]):
+        raise ConfigError(f"judge_scale={list(scale)!r}: give [lowest, highest], lowest <= highest")
+    low_high = (float(scale[0]), float(scale[1]))
+    if prompt_file:
+        prompt = read_prompt_file(prompt_file)
+    if verdict:
+        verdict_rule(verdict)
+    return low_high, prompt or scale_prompt(*low_high), dict(verdict) if verdict else None
 
 
 @runtime_checkable
@@ -146,10 +213,9 @@ def judged_scores(
         "out_of_scale": out_of_scale,
         "per_item": per_item,
     }
+    # e.g. {"out_of_range": 2, "timeout": 1}; "no_verdict" replies may be counted, not failed
     reasons = getattr(judge, "failure_reasons", None)
-    if (
-        reasons
-    ):  # e.g. {"out_of_range": 2, "timeout": 1}; "no_verdict" replies may be counted, not failed
+    if reasons:
         result["failure_reasons"] = dict(reasons)
     if not valid:
         result["reason"] = f"the judge scored none of the {len(items)} items (see failed)"
