@@ -281,22 +281,19 @@ def build_judge(
             return instantiate(values, _convert_="all")
         except Exception as exc:  # Hydra wraps the target's own error
             raise ConfigError(f"judge: could not build {values['_target_']}: {exc}") from exc
-    if not values.get("base_url") and not values.get("model"):
-        return None
-    if not values.get("base_url") or not values.get("model"):
-        missing = "base_url" if not values.get("base_url") else "model"
-        raise ConfigError(
-            f"judge.{missing} is not set: an LLM judge needs judge.base_url=http://HOST:PORT/v1 (any "
-            "OpenAI-compatible endpoint) and judge.model=NAME"
-        )
+    from afnext.inference.client import endpoint_settings
+
     known = {
         "base_url", "model", "prompt", "api_key_env", "cache_dir", "concurrency", "max_retries", "timeout",
         "score_pattern", "max_tokens", "backoff",
     }  # fmt: skip
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ConfigError(f"judge.{unknown[0]}: unknown judge setting; known: {sorted(known)}")
-    if "api_key_env" in config and config["api_key_env"] is None:
-        values["api_key_env"] = None  # a server without keys
+    values = endpoint_settings(
+        config,
+        where="judge",
+        known=known,
+        what="an LLM judge (any OpenAI-compatible endpoint) needs",
+    )
+    if values is None:
+        return None
     values.setdefault("cache_dir", cache_dir)
     return LLMJudge(**values)  # type: ignore[arg-type]

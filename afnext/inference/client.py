@@ -34,7 +34,14 @@ import httpx
 
 from afnext.errors import ConfigError, DataError, UsageError
 
-__all__ = ["OpenAICompatibleClient", "Result", "cache_key", "chat_endpoint", "embeddings_endpoint"]
+__all__ = [
+    "OpenAICompatibleClient",
+    "Result",
+    "cache_key",
+    "chat_endpoint",
+    "embeddings_endpoint",
+    "endpoint_settings",
+]
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +89,41 @@ def embeddings_endpoint(base_url: str) -> str:
     """The embeddings URL for a base URL (``http://host:port/v1``), its chat URL, or the full URL itself."""
     base = base_url.rstrip("/").removesuffix("/chat/completions")
     return base if base.endswith("/embeddings") else f"{base}/embeddings"
+
+
+def endpoint_settings(
+    config: Mapping[str, Any] | None, *, where: str, known: set[str], what: str
+) -> dict[str, Any] | None:
+    """The settings of a config block that names an endpoint (``base_url`` and ``model``), or ``None`` when it
+    names none: null values are left out (the callee's defaults), except ``api_key_env: null`` (a server without
+    keys).
+
+    Args:
+        config: The block (``judge``, ``benchmark.embedder``).
+        where: Its config key, for messages.
+        known: The keys it may hold.
+        what: What it builds and what serves it, for the message when half of the pair is set (e.g. "an LLM
+            judge needs" ... "(any OpenAI-compatible endpoint)").
+
+    Raises:
+        ConfigError: ``base_url`` without ``model`` or the reverse, or an unknown key (names ``where.key``).
+    """
+    if not config:
+        return None
+    values = {k: v for k, v in dict(config).items() if v is not None}
+    if not values.get("base_url") and not values.get("model"):
+        return None
+    for key in ("base_url", "model"):
+        if not values.get(key):
+            raise ConfigError(
+                f"{where}.{key} is not set: {what} {where}.base_url=http://HOST:PORT/v1 and {where}.model=NAME"
+            )
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(f"{where}.{unknown[0]}: unknown setting; known: {sorted(known)}")
+    if "api_key_env" in config and config["api_key_env"] is None:
+        values["api_key_env"] = None  # a server without keys
+    return values
 
 
 def _chat_content(data: Any) -> str:

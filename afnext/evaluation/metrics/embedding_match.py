@@ -110,24 +110,11 @@ def build_matcher(config: Any, *, where: str) -> EmbeddingMatcher | None:
     Raises:
         ConfigError: ``base_url`` without ``model`` or the reverse, or an unknown key (names ``where.key``).
     """
-    from afnext.errors import ConfigError
+    from afnext.inference.client import endpoint_settings
 
-    if not config:
-        return None
-    values = dict(config)
-    if values.get("base_url") is None and values.get("model") is None:
-        return None
-    for key in ("base_url", "model"):
-        if not values.get(key):
-            raise ConfigError(
-                f"{where}.{key} is not set: an embedding matcher needs {where}.base_url=http://HOST:PORT/v1 "
-                f"(an OpenAI-compatible /embeddings server) and {where}.model=NAME"
-            )
     known = {
         "base_url", "model", "api_key_env", "cache_dir", "concurrency", "max_retries", "timeout", "backoff",
     }  # fmt: skip
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ConfigError(f"{where}.{unknown[0]}: unknown setting; known: {sorted(known)}")
-    options = {k: v for k, v in values.items() if v is not None or k == "api_key_env"}
-    return EmbeddingMatcher(**options, config_key=where)
+    what = "an embedding matcher (an OpenAI-compatible /embeddings server) needs"
+    values = endpoint_settings(config, where=where, known=known, what=what)
+    return None if values is None else EmbeddingMatcher(**values, config_key=where)
