@@ -309,16 +309,7 @@ class OpenAICompatibleClient:
                     f"complete_many: request {i} has no 'messages' (keys: {sorted(request)})"
                 )
             bodies.append({"model": self.model, **params, **request})
-        if len(bodies) <= 1:
-            return [self._run(body) for body in bodies]
-        pool = ThreadPoolExecutor(
-            max_workers=min(self.concurrency, len(bodies)), thread_name_prefix="afnext-client"
-        )
-        try:
-            futures = [pool.submit(self._run, body) for body in bodies]
-            return [future.result() for future in futures]
-        finally:  # on Ctrl-C, drop the queued requests instead of sending them
-            pool.shutdown(wait=False, cancel_futures=True)
+        return self._run_all(bodies, self.endpoint, _chat_content)
 
     def embed_many(self, texts: Sequence[str], **params: Any) -> list[Result]:
         """Embed texts through the endpoint's ``/embeddings``, one request per text, concurrently; with the
@@ -326,21 +317,26 @@ class OpenAICompatibleClient:
 
         Args:
             texts: The texts.
-            **params: Parameters sent with each (``dimensions``, ``encoding_format`` is not supported: floats).
+            **params: Parameters sent with each (e.g. ``dimensions``; vectors are read as JSON floats, so not
+                ``encoding_format="base64"``).
 
         Returns:
             One :class:`Result` per text, in order; ``text`` holds the vector as JSON (a list of floats).
         """
         bodies = [{"model": self.model, **params, "input": str(text)} for text in texts]
+        return self._run_all(bodies, self.embeddings, _embedding)
+
+    def _run_all(self, bodies: list[dict[str, Any]], endpoint: str, extract: Any) -> list[Result]:
+        """Send ``bodies`` concurrently (at most ``concurrency`` in flight); one result each, in order."""
         if len(bodies) <= 1:
-            return [self._run(body, self.embeddings, _embedding) for body in bodies]
+            return [self._run(body, endpoint, extract) for body in bodies]
         pool = ThreadPoolExecutor(
             max_workers=min(self.concurrency, len(bodies)), thread_name_prefix="afnext-client"
         )
         try:
-            futures = [pool.submit(self._run, b, self.embeddings, _embedding) for b in bodies]
+            futures = [pool.submit(self._run, body, endpoint, extract) for body in bodies]
             return [future.result() for future in futures]
-        finally:
+        finally:  # on Ctrl-C, drop the queued requests instead of sending them
             pool.shutdown(wait=False, cancel_futures=True)
 
     # -- one request ----------------------------------------------------------------------------
